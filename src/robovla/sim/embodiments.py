@@ -1,0 +1,71 @@
+"""Embodiment variants of the tabletop robot.
+
+Two embodiments differ in camera pose, gripper geometry, control rate and action scale, so that a mixture of
+their datasets is a real cross-embodiment mixture: the same normalized action means a different motion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from robovla.errors import RobovlaError
+
+
+@dataclass(frozen=True)
+class Embodiment:
+    """Everything that changes between robots; the tasks and scenes do not."""
+
+    name: str
+    camera_pos: tuple[float, float, float]  # metres, world frame (table top at z = 0)
+    camera_target: tuple[float, float, float]  # point the camera looks at
+    camera_fovy: float  # degrees
+    control_hz: float  # env steps per simulated second
+    pos_step: float  # metres moved per unit of action[0:3]
+    rot_step: float  # radians turned per unit of action[3:6]
+    finger_half_open: float  # max distance (m) from the gripper centre to each finger's inner face
+    finger_size: tuple[float, float, float]  # finger box half-sizes (x: closing axis, y: width, z: length)
+    finger_rgba: tuple[float, float, float, float]
+    max_episode_steps: int
+
+    @property
+    def dataset_name(self) -> str:
+        """Statistics key (`unnorm_key`) of data collected with this embodiment."""
+        return f"tabletop_{self.name}"
+
+
+EMBODIMENTS: dict[str, Embodiment] = {
+    "default": Embodiment(
+        name="default",
+        camera_pos=(0.0, -0.42, 0.50),
+        camera_target=(0.0, -0.01, 0.0),
+        camera_fovy=45.0,
+        control_hz=10.0,
+        pos_step=0.03,
+        rot_step=0.15,
+        finger_half_open=0.05,
+        finger_size=(0.008, 0.018, 0.035),
+        finger_rgba=(0.2, 0.2, 0.22, 1.0),
+        max_episode_steps=80,
+    ),
+    "sideview": Embodiment(
+        name="sideview",
+        camera_pos=(-0.36, -0.36, 0.46),
+        camera_target=(0.0, 0.0, 0.0),
+        camera_fovy=45.0,
+        control_hz=8.0,
+        pos_step=0.04,
+        rot_step=0.2,
+        finger_half_open=0.046,
+        finger_size=(0.01, 0.022, 0.032),
+        finger_rgba=(0.55, 0.55, 0.6, 1.0),
+        max_episode_steps=70,
+    ),
+}
+
+
+def get_embodiment(name: str) -> Embodiment:
+    """Look an embodiment up by name, listing the valid ones on a miss."""
+    try:
+        return EMBODIMENTS[name]
+    except KeyError:
+        raise RobovlaError(f"unknown embodiment {name!r}; valid: {', '.join(EMBODIMENTS)}") from None
