@@ -1,0 +1,239 @@
+"""Model configuration: `VLAConfig`, named presets, and the reference `config.json` format.
+
+A checkpoint's `config.json` is the OpenVLA (`model_type: openvla`) file. Everything the architecture needs can
+be derived from it alone; keys we do not use are kept in `extra` so a load -> save round trip loses nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robovla.errors import RobovlaError
+
+DINOV2_TIMM_ID = "vit_large_patch14_reg4_dinov2.lvd142m"
+SIGLIP_TIMM_ID = "vit_so400m_patch14_siglip_224"
+
+# transformers 4.40.1 LlamaConfig defaults, which the reference used for every key its text_config leaves out.
+# (openvla-7b therefore runs with rms_norm_eps 1e-6, not the 1e-5 of Meta's Llama-2 config.)
+LLAMA_REFERENCE_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 32000,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": None,
+    "hidden_act": "silu",
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "attention_bias": False,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": None,
+}
+
+
+@dataclass
+class TextConfig:
+    """The Llama decoder's shape; field names follow transformers' LlamaConfig."""
+
+    vocab_size: int = 32064
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    attention_bias: bool = False
+    tie_word_embeddings: bool = False
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int | None = 32000
+
+    def __post_init__(self) -> None:
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.hidden_size % self.num_attention_heads:
+            raise RobovlaError(
+                f"text_config: hidden_size {self.hidden_size} is not divisible by "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+
+    @classmethod
+    def from_hf_dict(cls, data: dict[str, Any]) -> "TextConfig":
+        """Resolve an HF text_config (a diff against LlamaConfig defaults) the way the reference did."""
+        resolved = dict(LLAMA_REFERENCE_DEFAULTS)
+        resolved.update({k: v for k, v in data.items() if k in LLAMA_REFERENCE_DEFAULTS})
+        if "rope_theta" not in data and isinstance(data.get("rope_parameters"), dict):
+            resolved["rope_theta"] = data["rope_parameters"].get("rope_theta", resolved["rope_theta"])
+        if data.get("rope_scaling"):
+            raise RobovlaError(f"text_config: rope_scaling {data['rope_scaling']!r} is not supported")
+        return cls(**resolved)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["model_type"] = "llama"
+        return out
+
+    def to_llama_config(self, attn_implementation: str = "sdpa"):
+        from transformers import LlamaConfig
+
+        kwargs = dataclasses.asdict(self)
+        theta = kwargs.pop("rope_theta")
+        config = LlamaConfig(
+            **kwargs,
+            rope_parameters={"rope_type": "default", "rope_theta": theta},
+        )
+        config._attn_implementation = attn_implementation
+        return config
+
+
+@dataclass
+class VLAConfig:
+    """Everything that fixes the architecture and the action space of a VLA."""
+
+    timm_model_ids: list[str] = field(default_factory=lambda: [DINOV2_TIMM_ID, SIGLIP_TIMM_ID])
+    # Per-backbone timm constructor overrides (embed_dim, depth, num_heads, ...); None = timm's defaults.
+    timm_override_kwargs: list[dict[str, Any]] | None = None
+    timm_override_act_layers: list[str | None] = field(default_factory=lambda: [None, None])
+    use_fused_vision_backbone: bool = True
+    image_sizes: list[int] = field(default_factory=lambda: [224, 224])
+    image_resize_strategy: str = "resize-naive"
+    text_config: TextConfig = field(default_factory=TextConfig)
+    n_action_bins: int = 256
+    pad_to_multiple_of: int = 64
+    norm_stats: dict[str, Any] | None = None
+    arch_specifier: str = "no-align+fused-gelu-mlp"
+    vision_backbone_id: str = "dinosiglip-vit-so-224px"
+    llm_backbone_id: str = "llama2-7b-pure"
+    hf_llm_id: str = "meta-llama/Llama-2-7b-hf"
+    llm_max_length: int = 2048
+    output_projector_states: bool = False
+    # Keys of config.json we carry but do not interpret (kept for lossless round trips).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n_backbones = 2 if self.use_fused_vision_backbone else 1
+        if len(self.timm_model_ids) < n_backbones:
+            raise RobovlaError(
+                f"config: use_fused_vision_backbone={self.use_fused_vision_backbone} needs {n_backbones} "
+                f"timm_model_ids, got {self.timm_model_ids}"
+            )
+        if self.timm_override_kwargs is not None and len(self.timm_override_kwargs) < n_backbones:
+            raise RobovlaError("config: timm_override_kwargs must have one entry per timm_model_ids entry")
+        if self.action_vocab_size < self.n_action_bins:
+            raise RobovlaError(
+                f"config: the base vocabulary ({self.action_vocab_size}) is smaller than n_action_bins "
+                f"({self.n_action_bins})"
+            )
+
+    @property
+    def num_backbones(self) -> int:
+        return 2 if self.use_fused_vision_backbone else 1
+
+    @property
+    def action_vocab_size(self) -> int:
+        """The base vocabulary whose last `n_action_bins` ids are the action tokens (32000 for openvla-7b)."""
+        return self.text_config.vocab_size - self.pad_to_multiple_of
+
+    def backbone_kwargs(self, index: int) -> dict[str, Any]:
+        if self.timm_override_kwargs is None:
+            return {}
+        return dict(self.timm_override_kwargs[index] or {})
+
+    # ----------------------------------------------------------------------------------------------------- I/O
+    @classmethod
+    def from_hf_dict(cls, data: dict[str, Any]) -> "VLAConfig":
+        if data.get("model_type") not in (None, "openvla"):
+            raise RobovlaError(f"config.json: model_type is {data.get('model_type')!r}, expected 'openvla'")
+        data = copy.deepcopy(data)
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "text_config"}
+        kwargs = {k: data.pop(k) for k in list(data) if k in known}
+        kwargs["text_config"] = TextConfig.from_hf_dict(data.pop("text_config", {}) or {})
+        data.pop("auto_map", None)  # remote code is never executed
+        kwargs["extra"] = data
+        return cls(**kwargs)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "architectures": ["OpenVLAForActionPrediction"],
+            "model_type": "openvla",
+            "torch_dtype": "float32",
+        }
+        out.update(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name in ("extra", "text_config"):
+                continue
+            out[f.name] = copy.deepcopy(getattr(self, f.name))
+        out["text_config"] = self.text_config.to_hf_dict()
+        out["pad_token_id"] = self.text_config.pad_token_id
+        out.pop("auto_map", None)
+        return out
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "VLAConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise RobovlaError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise RobovlaError(f"{path}: expected a JSON object")
+        return cls.from_hf_dict(data)
+
+
+def _openvla_7b() -> VLAConfig:
+    return VLAConfig()
+
+
+def _tiny() -> VLAConfig:
+    """The shapes of the shared conformance checkpoint: a few million parameters, seconds on a CPU."""
+    return VLAConfig(
+        timm_override_kwargs=[
+            {"embed_dim": 64, "depth": 3, "num_heads": 4},
+            {"embed_dim": 48, "depth": 4, "num_heads": 4},
+        ],
+        text_config=TextConfig(
+            vocab_size=32064, hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+        ),
+    )
+
+
+def _small() -> VLAConfig:
+    """~270M parameters: ViT-S-sized towers and a 1024-wide 12-layer Llama (the benchmark's mid-size model)."""
+    return VLAConfig(
+        timm_override_kwargs=[
+            {"embed_dim": 384, "depth": 12, "num_heads": 6},
+            {"embed_dim": 384, "depth": 12, "num_heads": 6},
+        ],
+        text_config=TextConfig(
+            vocab_size=32064, hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16
+        ),
+    )
+
+
+PRESETS = {
+    "openvla-7b": _openvla_7b,
+    "tiny": _tiny,
+    "small": _small,
+}
+
+
+def preset(name: str) -> VLAConfig:
+    """A fresh `VLAConfig` for a named preset."""
+    if name not in PRESETS:
+        raise RobovlaError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)

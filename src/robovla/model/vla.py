@@ -1,0 +1,276 @@
+"""The VLA: vision backbone -> projector -> Llama, trained and served through one processing chain.
+
+Sequence layout (per example): [BOS] + patch embeddings + prompt tokens (+ action tokens + EOS in training).
+With a batch of prompts of different lengths the padding sits between the patches and the text, where an
+attention mask hides it and position ids skip it, so every example sees exactly its unpadded positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robovla.config import VLAConfig
+from robovla.errors import RobovlaError
+from robovla.model.projector import Projector
+from robovla.model.vision import VisionBackbone
+from robovla.processing import IGNORE_INDEX, VLAProcessor
+
+
+@dataclass
+class VLAOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor  # [B, L, V], or [N, V] over the supervised positions when full_logits=False
+    labels: torch.Tensor | None = None  # [N] targets matching `logits` when full_logits=False
+
+
+@dataclass
+class ActionPrediction:
+    actions: np.ndarray  # [B, action_dim] unnormalised, float64
+    token_ids: np.ndarray  # [B, action_dim] generated ids
+    normalized: np.ndarray  # [B, action_dim] bin centres in [-1, 1]
+
+
+def _build_language_model(config: VLAConfig) -> nn.Module:
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM(config.text_config.to_llama_config())
+
+
+class VLA(nn.Module):
+    """OpenVLA-compatible model. State dict keys are exactly the reference checkpoint's."""
+
+    def __init__(self, config: VLAConfig, processor: VLAProcessor | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.vision_backbone = VisionBackbone(config)
+        self.projector = Projector(
+            self.vision_backbone.embed_dim, config.text_config.hidden_size, fused=config.use_fused_vision_backbone
+        )
+        self.language_model = _build_language_model(config)
+        self.processor = processor
+
+    # ---------------------------------------------------------------------------------------------- basics
+    @property
+    def device(self) -> torch.device:
+        return self.projector.fc1.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.projector.fc1.weight.dtype
+
+    @property
+    def norm_stats(self) -> dict[str, Any]:
+        return self.config.norm_stats or {}
+
+    def action_dim(self, unnorm_key: str | None = None) -> int:
+        return self._require_processor().normalizer(unnorm_key).action_dim
+
+    def _require_processor(self) -> VLAProcessor:
+        if self.processor is None:
+            raise RobovlaError("this model has no processor (tokenizer + image settings); load it from a checkpoint")
+        return self.processor
+
+    def reset_rotary_buffers(self) -> None:
+        """Recompute Llama's non-persistent RoPE tables (needed after building on the meta device)."""
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+        lm = self.language_model.model
+        with torch.device(self.device):
+            lm.rotary_emb = LlamaRotaryEmbedding(config=self.language_model.config)
+
+    # ------------------------------------------------------------------------------------------ embeddings
+    def embed_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 3k, H, W] -> projected patch embeddings [B, N, hidden]."""
+        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        return self.projector(self.vision_backbone(pixel_values))
+
+    def multimodal_inputs(
+        self, patches: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Insert patches after the first token (BOS) of each row.
+
+        input_ids [B, T] are left-padded (mask 0 on padding) and each row's first real token is BOS. Returns
+        (inputs_embeds [B, 1+N+T-1, H], attention_mask or None when there is no padding, position_ids).
+        """
+        batch, n_patches = patches.shape[:2]
+        embeds = self.language_model.get_input_embeddings()(input_ids.to(self.device))
+        if attention_mask is None or bool(attention_mask.all()):
+            bos, text = embeds[:, :1], embeds[:, 1:]
+            mask = None
+            seq_len = 1 + n_patches + text.shape[1]
+            position_ids = torch.arange(seq_len, device=self.device).expand(batch, -1)
+        else:
+            attention_mask = attention_mask.to(self.device)
+            first = attention_mask.float().argmax(dim=1)  # index of each row's BOS
+            rows = torch.arange(batch, device=self.device)
+            bos = embeds[rows, first].unsqueeze(1)
+            # The whole padded row follows the patches; BOS's old slot joins the (masked) padding.
+            text = embeds
+            text_mask = attention_mask.clone()
+            text_mask[rows, first] = 0
+            ones = torch.ones((batch, 1 + n_patches), dtype=attention_mask.dtype, device=self.device)
+            mask = torch.cat([ones, text_mask], dim=1)
+            position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        inputs = torch.cat([bos, patches.to(embeds.dtype), text], dim=1)
+        return inputs, mask, position_ids
+
+    # -------------------------------------------------------------------------------------------- training
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        full_logits: bool = True,
+    ) -> VLAOutput:
+        """Teacher-forced pass. `labels` align with `input_ids` (IGNORE_INDEX where unsupervised).
+
+        With full_logits=False the LM head runs only on the positions that predict a label (a 32k-row head over
+        every image position is wasted work in training).
+        """
+        patches = self.embed_patches(pixel_values)
+        inputs, mask, position_ids = self.multimodal_inputs(patches, input_ids, attention_mask)
+        hidden = self.language_model.model(
+            inputs_embeds=inputs, attention_mask=mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        lm_head = self.language_model.lm_head
+        if labels is None:
+            return VLAOutput(loss=None, logits=lm_head(hidden))
+        full_labels = self._multimodal_labels(labels.to(self.device), attention_mask, patches.shape[1])
+        # position t predicts token t+1
+        shifted = full_labels[:, 1:]
+        if full_logits:
+            logits = lm_head(hidden)
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), shifted.flatten(), ignore_index=IGNORE_INDEX
+            )
+            return VLAOutput(loss=loss, logits=logits)
+        selected = shifted != IGNORE_INDEX
+        logits = lm_head(hidden[:, :-1][selected])
+        targets = shifted[selected]
+        return VLAOutput(loss=F.cross_entropy(logits.float(), targets), logits=logits, labels=targets)
+
+    def _multimodal_labels(
+        self, labels: torch.Tensor, attention_mask: torch.Tensor | None, n_patches: int
+    ) -> torch.Tensor:
+        """Labels laid out like `multimodal_inputs`: IGNORE for BOS and patches, text labels after them."""
+        batch = labels.shape[0]
+        labels = labels.clone()
+        if attention_mask is not None:
+            labels[attention_mask.to(labels.device) == 0] = IGNORE_INDEX
+            first = attention_mask.float().argmax(dim=1).to(labels.device)
+            labels[torch.arange(batch, device=labels.device), first] = IGNORE_INDEX
+            text = labels
+        else:
+            text = labels[:, 1:]
+        prefix = torch.full((batch, 1 + n_patches), IGNORE_INDEX, dtype=labels.dtype, device=labels.device)
+        return torch.cat([prefix, text], dim=1)
+
+    # ------------------------------------------------------------------------------------------- inference
+    @torch.inference_mode()
+    def generate_action_tokens(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        num_tokens: int,
+        restrict_to_actions: bool = False,
+    ) -> torch.Tensor:
+        """Greedy decoding of `num_tokens` ids with a KV cache: one prefix pass, then one token per step."""
+        from transformers import DynamicCache
+
+        patches = self.embed_patches(pixel_values)
+        inputs, mask, position_ids = self.multimodal_inputs(patches, input_ids, attention_mask)
+        cache = DynamicCache(config=self.language_model.config)
+        lm = self.language_model
+        first_action = self.config.action_vocab_size - self.config.n_action_bins
+        generated = []
+        next_position = position_ids[:, -1:] + 1
+        for step in range(num_tokens):
+            out = lm(
+                inputs_embeds=inputs,
+                attention_mask=mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            logits = out.logits[:, -1].float()
+            if restrict_to_actions:
+                token = logits[:, first_action : self.config.action_vocab_size].argmax(dim=-1) + first_action
+            else:
+                token = logits.argmax(dim=-1)
+            generated.append(token)
+            if step + 1 == num_tokens:
+                break
+            inputs = lm.get_input_embeddings()(token[:, None])
+            position_ids = next_position
+            next_position = next_position + 1
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        return torch.stack(generated, dim=1)
+
+    def predict_action(
+        self,
+        images: Any,
+        instructions: str | Sequence[str],
+        unnorm_key: str | None = None,
+        return_token_ids: bool = False,
+        restrict_to_actions: bool = False,
+    ):
+        """Image(s) + instruction(s) -> unnormalised action(s).
+
+        One image (HxWx3 uint8 array or PIL image) and one string give a [action_dim] array; lists give
+        [B, action_dim]. With return_token_ids=True the generated ids come back too: (actions, token_ids).
+        """
+        prediction = self.predict(images, instructions, unnorm_key, restrict_to_actions=restrict_to_actions)
+        single = isinstance(instructions, str)
+        actions = prediction.actions[0] if single else prediction.actions
+        token_ids = prediction.token_ids[0] if single else prediction.token_ids
+        return (actions, token_ids) if return_token_ids else actions
+
+    def predict(
+        self,
+        images: Any,
+        instructions: str | Sequence[str],
+        unnorm_key: str | None = None,
+        restrict_to_actions: bool = False,
+    ) -> ActionPrediction:
+        processor = self._require_processor()
+        image_list, instruction_list = _as_batch(images, instructions)
+        normalizer = processor.normalizer(unnorm_key)  # validates the key before any compute
+        prompts = processor.encode_prompts(instruction_list)
+        pixel_values = processor.pixel_values(image_list)
+        mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
+        token_ids = self.generate_action_tokens(
+            pixel_values, prompts.input_ids, mask, normalizer.action_dim, restrict_to_actions
+        )
+        token_ids = token_ids.cpu().numpy()
+        normalized = processor.action_tokenizer.decode(token_ids)
+        return ActionPrediction(normalizer.unnormalize(normalized), token_ids, normalized)
+
+
+def _as_batch(images: Any, instructions: str | Sequence[str]) -> tuple[list[Any], list[str]]:
+    """Normalise (image, instruction) or (list, list) inputs; one instruction may serve several images."""
+    if isinstance(instructions, str):
+        instruction_list = [instructions]
+        image_list = [images]
+    else:
+        instruction_list = list(instructions)
+        image_list = list(images) if isinstance(images, (list, tuple)) else [images]
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            image_list = list(images)
+    if not instruction_list:
+        raise RobovlaError("no instructions given")
+    if len(image_list) != len(instruction_list):
+        raise RobovlaError(f"got {len(image_list)} images but {len(instruction_list)} instructions")
+    for i, text in enumerate(instruction_list):
+        if not isinstance(text, str) or not text.strip():
+            raise RobovlaError(f"instruction {i} is empty: every instruction must be a non-empty string")
+    return image_list, instruction_list
