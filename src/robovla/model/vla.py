@@ -181,8 +181,12 @@ class VLA(nn.Module):
         attention_mask: torch.Tensor | None,
         num_tokens: int,
         restrict_to_actions: bool = False,
+        step_logits: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Greedy decoding of `num_tokens` ids with a KV cache: one prefix pass, then one token per step."""
+        """Greedy decoding of `num_tokens` ids with a KV cache: one prefix pass, then one token per step.
+
+        If `step_logits` is a list, each step's full-vocabulary logits [B, V] (float32) are appended to it.
+        """
         from transformers import DynamicCache
 
         patches = self.embed_patches(pixel_values)
@@ -202,6 +206,8 @@ class VLA(nn.Module):
                 logits_to_keep=1,
             )
             logits = out.logits[:, -1].float()
+            if step_logits is not None:
+                step_logits.append(logits)
             if restrict_to_actions:
                 token = logits[:, first_action : self.config.action_vocab_size].argmax(dim=-1) + first_action
             else:

@@ -1,0 +1,134 @@
+"""Batched prediction, the training forward pass, and input validation of predict_action."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import robovla
+from conftest import CONFORMANCE, case_image
+
+CASES = json.loads((CONFORMANCE / "cases.json").read_text())["cases"]
+
+
+def test_batch_of_four_equals_per_example(tiny_vla):
+    picks = [CASES[0], CASES[2], CASES[5], CASES[6]]  # different images, instruction lengths 4..15 words
+    images = [case_image(c) for c in picks]
+    instructions = [c["instruction"] for c in picks]
+    lengths = {len(tiny_vla.processor.prompt_ids(t)) for t in instructions}
+    assert len(lengths) > 1, "the batch must mix prompt lengths"
+    batch_actions, batch_ids = tiny_vla.predict_action(images, instructions, "bridge_orig", return_token_ids=True)
+    assert batch_ids.shape == (4, 7)
+    for row, (image, text) in enumerate(zip(images, instructions)):
+        actions, ids = tiny_vla.predict_action(image, text, "bridge_orig", return_token_ids=True)
+        assert ids.tolist() == batch_ids[row].tolist()
+        np.testing.assert_allclose(actions, batch_actions[row], atol=1e-12)
+
+
+def test_batched_logits_match_unpadded(tiny_vla):
+    """Padding between patches and text must not change any example's logits beyond float noise."""
+    picks = [CASES[0], CASES[6]]
+    processor = tiny_vla.processor
+    pixel_values = processor.pixel_values([case_image(c) for c in picks])
+    batch = processor.encode_prompts([c["instruction"] for c in picks])
+    batched: list[torch.Tensor] = []
+    tiny_vla.generate_action_tokens(pixel_values, batch.input_ids, batch.attention_mask, 7, step_logits=batched)
+    for row, case in enumerate(picks):
+        single_ids = processor.encode_prompts([case["instruction"]]).input_ids
+        alone: list[torch.Tensor] = []
+        tiny_vla.generate_action_tokens(pixel_values[row : row + 1], single_ids, None, 7, step_logits=alone)
+        diff = (torch.stack(batched, 1)[row] - torch.stack(alone, 1)[0]).abs().max().item()
+        assert diff < 1e-4
+
+
+def test_restrict_to_action_tokens(tiny_vla):
+    image = case_image(CASES[0])  # step 4 of this case picks a text token (20127) under full-vocab greedy
+    _, ids = tiny_vla.predict_action(image, CASES[0]["instruction"], "bridge_orig", return_token_ids=True)
+    assert not all(31744 <= t <= 31999 for t in ids)
+    _, ids = tiny_vla.predict_action(
+        image, CASES[0]["instruction"], "bridge_orig", return_token_ids=True, restrict_to_actions=True
+    )
+    assert all(31744 <= t <= 31999 for t in ids)
+
+
+def test_forward_supervises_only_action_tokens_and_eos(tiny_vla):
+    processor = tiny_vla.processor
+    image = case_image(CASES[1])
+    action = np.array([0.01, -0.02, 0.0, 0.05, -0.05, 0.1, 1.0])
+    example = processor.training_example(image, "put spoon on towel", action, "bridge_orig")
+    labels = example["labels"]
+    supervised = labels[labels != -100]
+    assert supervised.shape[0] == 8 and supervised[-1].item() == processor.tokenizer.eos_token_id
+    assert torch.all((supervised[:7] >= 31744) & (supervised[:7] <= 31999))
+    with torch.no_grad():
+        full = tiny_vla(example["pixel_values"][None], example["input_ids"][None], labels=labels[None])
+        sparse = tiny_vla(
+            example["pixel_values"][None], example["input_ids"][None], labels=labels[None], full_logits=False
+        )
+    assert full.logits.shape[1] == 256 + example["input_ids"].shape[0]
+    assert sparse.logits.shape == (8, 32064)
+    torch.testing.assert_close(full.loss, sparse.loss, atol=1e-5, rtol=1e-5)
+    # Teacher forcing on the model's own greedy tokens gives those tokens back as argmax.
+    ids = processor.prompt_ids("put spoon on towel")
+    greedy = tiny_vla.predict_action(image, "put spoon on towel", "bridge_orig", return_token_ids=True)[1]
+    with torch.no_grad():
+        out = tiny_vla(example["pixel_values"][None], torch.tensor([ids + greedy.tolist()]))
+    assert out.logits[0, -8:-1].argmax(-1).tolist() == greedy.tolist()[:7]
+
+
+def test_padded_forward_loss_equals_per_example(tiny_vla):
+    processor = tiny_vla.processor
+    examples = [
+        processor.training_example(case_image(c), c["instruction"], np.linspace(-0.02, 0.02, 7), "bridge_orig")
+        for c in (CASES[0], CASES[6])
+    ]
+    batch = processor.pad_left([e["input_ids"].tolist() for e in examples])
+    labels = torch.full_like(batch.input_ids, -100)
+    for row, e in enumerate(examples):
+        labels[row, -len(e["labels"]) :] = e["labels"]
+    pixel_values = torch.stack([e["pixel_values"] for e in examples])
+    with torch.no_grad():
+        batched = tiny_vla(pixel_values, batch.input_ids, batch.attention_mask, labels, full_logits=False)
+        singles = [
+            tiny_vla(e["pixel_values"][None], e["input_ids"][None], labels=e["labels"][None], full_logits=False)
+            for e in examples
+        ]
+    torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in singles]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((224, 224), np.uint8), "HxWx3"),
+        (np.zeros((224, 224, 4), np.uint8), "HxWx3"),
+        (np.zeros((224, 224, 3), np.float32), "uint8"),
+        (np.zeros((0, 224, 3), np.uint8), "empty"),
+        ("not an image", "HxWx3 uint8 array"),
+    ],
+)
+def test_bad_images_are_rejected(tiny_vla, image, message):
+    with pytest.raises(robovla.RobovlaError, match=message):
+        tiny_vla.predict_action(image, "pick up the cube", "bridge_orig")
+
+
+def test_bad_instruction_and_unnorm_key(tiny_vla):
+    image = case_image(CASES[0])
+    with pytest.raises(robovla.RobovlaError, match="non-empty"):
+        tiny_vla.predict_action(image, "   ", "bridge_orig")
+    with pytest.raises(robovla.RobovlaError, match="bridge_orig, toy_kitchen"):
+        tiny_vla.predict_action(image, "pick", "libero")
+    with pytest.raises(robovla.RobovlaError, match="unnorm_key is required"):
+        tiny_vla.predict_action(image, "pick")
+    with pytest.raises(robovla.RobovlaError, match="2 images but 1 instructions"):
+        tiny_vla.predict_action([image, image], ["pick"], "bridge_orig")
+
+
+def test_single_dataset_needs_no_unnorm_key():
+    config = robovla.preset("tiny")
+    config.norm_stats = {"only": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}}  # no mask: all true
+    model = robovla.build_model(config)
+    action = model.predict_action(np.zeros((32, 32, 3), np.uint8), "go")
+    assert action.shape == (7,) and np.all(np.abs(action) <= 1.0)
