@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from robovla.errors import RobovlaError
@@ -31,7 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_third_party_import_noise() -> None:
+    """transformers imports torchao when it is installed, and torch logs a deprecation line per enum it sees."""
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party_import_noise()
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)

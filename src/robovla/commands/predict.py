@@ -1,0 +1,42 @@
+"""`robovla predict`: one action from image file(s) and an instruction."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "Predict the action for image file(s) and an instruction with a checkpoint."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    parser.add_argument("--image", action="append", required=True,
+                        help="image file (PNG/JPEG); repeat for a batch, one prediction per image")
+    parser.add_argument("--instruction", required=True, help='e.g. "put the red cube in the blue bowl"')
+    parser.add_argument("--unnorm-key", default=None, help="dataset whose statistics unnormalise the action")
+    parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
+    parser.add_argument("--json", action="store_true", help="print JSON with action and action_token_ids")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import robovla
+    from robovla.errors import RobovlaError
+
+    if not args.instruction.strip():
+        raise RobovlaError("--instruction is empty")
+    images = [robovla.load_image_file(path) for path in args.image]
+    model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype)
+    prediction = model.predict(images, [args.instruction] * len(images), args.unnorm_key)
+    if args.json:
+        rows = [
+            {"image": path, "action": action.tolist(), "action_token_ids": ids.tolist()}
+            for path, action, ids in zip(args.image, prediction.actions, prediction.token_ids)
+        ]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows))
+        return 0
+    with np.printoptions(precision=5, suppress=True):
+        for path, action in zip(args.image, prediction.actions):
+            print(f"{path}: {action}")
+    return 0
