@@ -1,0 +1,214 @@
+"""Collect scripted-expert demonstrations from the tabletop simulator into a LeRobot v3.0 dataset.
+
+Episodes run in worker processes; each successful one is staged as its own parquet file (written to a temp
+name, then renamed) in `<out>.partial/`, failed ones leave a marker. The final dataset is assembled from the
+first N successes in attempt order, so a seed gives the same dataset whatever the number of workers, and an
+interrupted run resumes from the staged episodes when rerun with the same arguments. The previous dataset at
+`<out>` is replaced only by a complete new one.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from robovla.errors import RobovlaError
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Everything that determines the collected dataset (the staging folder must match it to resume)."""
+
+    suite: str = "tabletop-train"
+    episodes: int = 50
+    embodiment: str = "default"
+    image_size: int = 128
+    wrist_camera: bool = False
+    task: str | None = None
+    seed: int = 0
+    noise: float = 0.0
+
+
+@dataclass
+class CollectResult:
+    out: Path
+    episodes: int
+    attempts: int
+    failed: int
+    frames: int
+    seconds: float
+    per_task: dict[str, list[int]] = field(default_factory=dict)  # family -> [successes, attempts] this run
+
+    @property
+    def success_rate(self) -> float:
+        return (self.attempts - self.failed) / max(1, self.attempts)
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+class EpisodeRecorder:
+    """Owns one env (and its GL context) and turns attempt numbers into staged episodes."""
+
+    def __init__(self, config: CollectConfig, staging: Path) -> None:
+        from robovla.sim import make_env
+
+        self.config = config
+        self.staging = staging
+        self.env = make_env(
+            config.suite, embodiment=config.embodiment, image_size=config.image_size, wrist_camera=config.wrist_camera, task=config.task
+        )
+
+    def run(self, attempt: int) -> tuple[int, bool, int, str]:
+        """Roll out the expert for one attempt; stage it if it succeeded. Returns (attempt, ok, frames, task)."""
+        from robovla.data.episodes import Episode
+        from robovla.data.lerobot_writer import episode_table
+        from robovla.sim import ScriptedExpert
+
+        seed = attempt_seed(self.config.seed, attempt)
+        env = self.env
+        obs, info = env.reset(seed=seed)
+        expert = ScriptedExpert(env, noise=self.config.noise, rng=np.random.default_rng(seed))
+        images, wrist, proprio, actions = [], [], [], []
+        success = False
+        for _ in range(env.max_episode_steps):
+            action = expert.act()
+            images.append(obs["image"])
+            if "wrist_image" in obs:
+                wrist.append(obs["wrist_image"])
+            proprio.append(obs["proprio"])
+            actions.append(action)
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                success = bool(info["success"])
+                break
+        name = f"ep-{attempt:07d}"
+        if not success:
+            (self.staging / f"failed-{attempt:07d}").touch()
+            return attempt, False, len(actions), info["task"]
+        cams = {"front": np.stack(images), **({"wrist": np.stack(wrist)} if wrist else {})}
+        episode = Episode(info["instruction"], np.stack(actions), np.stack(proprio), cams)
+        table = episode_table(episode, env.embodiment.control_hz, attempt)
+        tmp = self.staging / f"{name}.parquet.tmp"
+        pq.write_table(table, tmp)
+        tmp.replace(self.staging / f"{name}.parquet")
+        return attempt, True, len(actions), info["task"]
+
+
+_recorder: EpisodeRecorder | None = None  # one per worker process, made by the pool initializer
+
+
+def _init_worker(config: CollectConfig, staging: Path) -> None:
+    global _recorder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    _recorder = EpisodeRecorder(config, staging)
+
+
+def _run_in_worker(attempt: int) -> tuple[int, bool, int, str]:
+    assert _recorder is not None
+    return _recorder.run(attempt)
+
+
+def _prepare_staging(config: CollectConfig, staging: Path) -> None:
+    saved = staging / "config.json"
+    if saved.is_file():
+        previous = json.loads(saved.read_text())
+        if previous != asdict(config):
+            raise RobovlaError(
+                f"{staging} holds an interrupted collection with other settings ({previous}); "
+                "rerun with those settings to resume, or delete the folder"
+            )
+    staging.mkdir(parents=True, exist_ok=True)
+    for stale in staging.glob("*.tmp"):
+        stale.unlink()
+    saved.write_text(json.dumps(asdict(config)))
+
+
+def _staged(staging: Path) -> tuple[list[int], set[int]]:
+    ok = sorted(int(p.name[3:10]) for p in staging.glob("ep-*.parquet"))
+    failed = {int(p.name[7:14]) for p in staging.glob("failed-*")}
+    return ok, failed
+
+
+def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: bool = True) -> CollectResult:
+    """Collect `config.episodes` successful expert episodes into a LeRobot v3.0 dataset at `out`."""
+    from tqdm import tqdm
+
+    from robovla.data.lerobot_writer import write_lerobot_dataset
+    from robovla.sim import get_embodiment, list_suites
+    from robovla.sim.variations import check_family
+
+    if config.suite not in list_suites():
+        raise RobovlaError(f"unknown suite {config.suite!r}; valid: {', '.join(list_suites())}")
+    embodiment = get_embodiment(config.embodiment)
+    check_family(config.task)
+    if config.episodes < 1 or workers < 1:
+        raise RobovlaError("--episodes and --workers must be >= 1")
+    out = Path(out)
+    staging = out.with_name(out.name + ".partial")
+    _prepare_staging(config, staging)
+    ok, failed = _staged(staging)
+    done = set(ok) | failed
+    limit = len(done) + 3 * max(0, config.episodes - len(ok)) + 20
+    pending = [a for a in range(limit) if a not in done]
+    per_task: dict[str, list[int]] = {}
+    start = time.time()
+    bar = tqdm(total=config.episodes, initial=min(len(ok), config.episodes), unit="ep", disable=not progress, desc="collect")
+    try:
+        if len(ok) < config.episodes:
+            if workers == 1:
+                recorder = EpisodeRecorder(config, staging)
+                results = map(recorder.run, pending)
+                pool = None
+            else:
+                pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config, staging))
+                results = pool.imap(_run_in_worker, pending)
+            try:
+                for attempt, success, frames, task in results:
+                    stats = per_task.setdefault(task, [0, 0])
+                    stats[0] += success
+                    stats[1] += 1
+                    if success:
+                        ok.append(attempt)
+                    else:
+                        failed.add(attempt)
+                    done.add(attempt)
+                    bar.update(int(success))
+                    bar.set_postfix(success=f"{len(ok) / max(1, len(done)):.0%}", failed=len(failed))
+                    if len(ok) >= config.episodes:
+                        break
+            finally:
+                if pool is not None:
+                    pool.terminate()
+                    pool.join()
+    except KeyboardInterrupt:
+        bar.close()
+        raise KeyboardInterrupt(f"{len(ok)} finished episodes kept in {staging}; rerun the same command to resume") from None
+    bar.close()
+    if len(ok) < config.episodes:
+        raise RobovlaError(f"the expert succeeded in only {len(ok)} of {len(done)} attempts; staged episodes kept in {staging}")
+    chosen = sorted(ok)[: config.episodes]
+    tables = [pq.read_table(staging / f"ep-{a:07d}.parquet") for a in chosen]
+    extra = {
+        "suite": config.suite,
+        "embodiment": embodiment.name,
+        "task": config.task,
+        "seed": config.seed,
+        "expert_noise": config.noise,
+        "image_size": config.image_size,
+        "action_scale": {"pos_step_m": embodiment.pos_step, "rot_step_rad": embodiment.rot_step, "gripper": "absolute, 1 = open"},
+    }
+    write_lerobot_dataset(out, tables, fps=embodiment.control_hz, dataset_name=embodiment.dataset_name, robot_type=f"tabletop_{embodiment.name}", extra_info=extra)
+    attempts = sum(1 for a in done if a <= chosen[-1])
+    failed_count = sum(1 for a in failed if a <= chosen[-1])
+    shutil.rmtree(staging)
+    return CollectResult(out, len(chosen), attempts, failed_count, sum(t.num_rows for t in tables), time.time() - start, per_task)

@@ -1,0 +1,70 @@
+"""A PyTorch dataset of steps over episodes held as flat arrays; the LeRobot and RLDS readers fill it.
+
+Each item: `image` (uint8 HxWx3), optional `wrist_image`, `instruction`, `proprio` (float32), `action`
+(float32 [7]), `episode_index`, `frame_index`, `dataset_name`, and with `chunk_size=H` an `action_chunk`
+[H, 7] of this and the next actions of the same episode, padded by repeating the episode's last action.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import Dataset
+
+
+class StepDataset(Dataset):
+    """Steps of many episodes; subclasses supply `_images(i)`."""
+
+    def __init__(
+        self,
+        *,
+        dataset_name: str,
+        actions: np.ndarray,
+        proprio: np.ndarray,
+        episode_index: np.ndarray,
+        frame_index: np.ndarray,
+        instructions: list[str],
+        chunk_size: int | None = None,
+    ) -> None:
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.dataset_name = dataset_name
+        self.actions = np.ascontiguousarray(actions, dtype=np.float32)
+        self.proprio = np.ascontiguousarray(proprio, dtype=np.float32)
+        self.episode_index = np.asarray(episode_index, dtype=np.int64)
+        self.frame_index = np.asarray(frame_index, dtype=np.int64)
+        self.instructions = instructions  # one per step
+        self.chunk_size = chunk_size
+        # last row of each step's episode (rows of one episode are contiguous)
+        n = len(self.actions)
+        boundary = np.flatnonzero(np.diff(self.episode_index) != 0)
+        ends = np.append(boundary, n - 1) if n else np.zeros(0, dtype=np.int64)
+        lengths = np.diff(np.concatenate([[-1], ends]))
+        self._episode_end = np.repeat(ends, lengths)
+
+    @property
+    def num_episodes(self) -> int:
+        return int(len(np.unique(self.episode_index)))
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def _images(self, i: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i = int(i) % len(self)
+        item = {
+            **self._images(i),
+            "instruction": self.instructions[i],
+            "proprio": self.proprio[i],
+            "action": self.actions[i],
+            "episode_index": int(self.episode_index[i]),
+            "frame_index": int(self.frame_index[i]),
+            "dataset_name": self.dataset_name,
+        }
+        if self.chunk_size is not None:
+            rows = np.minimum(np.arange(i, i + self.chunk_size), self._episode_end[i])
+            item["action_chunk"] = self.actions[rows]
+        return item
