@@ -34,7 +34,7 @@ class CollectConfig:
     wrist_camera: bool = False
     task: str | None = None
     seed: int = 0
-    noise: float = 0.0
+    noise: float = 0.1
 
 
 @dataclass

@@ -36,8 +36,8 @@ class Embodiment:
 EMBODIMENTS: dict[str, Embodiment] = {
     "default": Embodiment(
         name="default",
-        camera_pos=(0.0, -0.42, 0.50),
-        camera_target=(0.0, -0.01, 0.0),
+        camera_pos=(0.0, -0.35, 0.50),
+        camera_target=(0.0, 0.0, 0.0),
         camera_fovy=45.0,
         control_hz=10.0,
         pos_step=0.03,

@@ -122,7 +122,7 @@ class TabletopEnv(gymnasium.Env):
             mujoco.mj_step(self._model, self._data, nstep=self._substeps // MOCAP_UPDATES)
         self._rpy[2] = wrap_angle(self._rpy[2])
         self._t += 1
-        success = is_success(self.episode, self.world_state())
+        success = bool(is_success(self.episode, self.world_state()))
         truncated = self._t >= self.max_episode_steps and not success
         return self._observe(), float(success), success, truncated, self._info(success)
 

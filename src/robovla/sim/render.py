@@ -6,8 +6,22 @@ MuJoCo render context (textures, buffers) is rebuilt per model.
 
 from __future__ import annotations
 
+import os
+
 import mujoco
 import numpy as np
+
+
+def _gl_context(size: int):
+    """A headless GL context for MUJOCO_GL (egl by default), even if mujoco was imported before it was set."""
+    backend = os.environ.get("MUJOCO_GL", "egl").lower()
+    if backend == "egl":
+        from mujoco.egl import GLContext
+    elif backend == "osmesa":
+        from mujoco.osmesa import GLContext
+    else:
+        GLContext = mujoco.GLContext
+    return GLContext(size, size)
 
 
 class OffscreenRenderer:
@@ -15,7 +29,7 @@ class OffscreenRenderer:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._gl = mujoco.GLContext(size, size)
+        self._gl = _gl_context(size)
         self._context: mujoco.MjrContext | None = None
         self._scene: mujoco.MjvScene | None = None
         self._option = mujoco.MjvOption()
