@@ -29,7 +29,7 @@ def _to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
     array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected a uint8 HxWx3 image, got {array.dtype} {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(array)).permute(2, 0, 1)  # a copy: inputs may be read-only
 
 
 def _to_array(image: torch.Tensor) -> np.ndarray:
