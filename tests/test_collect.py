@@ -1,0 +1,68 @@
+"""`robovla collect`: a valid LeRobot v3.0 dataset, worker-independent content, bad input, Ctrl-C + resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+
+from robovla.cli import main  # noqa: E402
+from robovla.data import LeRobotDataset  # noqa: E402
+from robovla.data.collection import CollectConfig, EpisodeRecorder, collect  # noqa: E402
+
+
+def test_collect_writes_a_lerobot_v3_dataset(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["collect", "--episodes", "6", "--out", str(out), "--workers", "2", "--image-size", "32", "--quiet", "--wrist-camera"]) == 0
+    assert "wrote 6 episodes" in capsys.readouterr().out
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 6 and info["fps"] == 10.0
+    assert info["robovla"]["dataset_name"] == "tabletop_default" and info["robovla"]["action_scale"]["pos_step_m"] == 0.03
+    assert "tabletop_default" in json.loads((out / "dataset_statistics.json").read_text())
+    assert (out / "meta/stats.json").is_file() and not (tmp_path / "demo.partial").exists()
+    ds = LeRobotDataset(out)
+    item = ds[0]
+    assert item["image"].shape == (32, 32, 3) and item["wrist_image"].shape == (32, 32, 3)
+    assert ds.num_episodes == 6 and item["instruction"] and ds.dataset_name == "tabletop_default"
+    serial = tmp_path / "serial"
+    assert main(["collect", "--episodes", "6", "--out", str(serial), "--workers", "1", "--image-size", "32", "--quiet", "--wrist-camera"]) == 0
+    assert np.array_equal(LeRobotDataset(serial).actions, ds.actions)  # same seed, same data, whatever the workers
+
+
+def test_bad_names_exit_2_with_valid_choices(tmp_path, capsys):
+    assert main(["collect", "--suite", "tabletop-nope", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "valid: tabletop-train" in capsys.readouterr().err
+    assert main(["collect", "--task", "juggle", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "pick_place" in capsys.readouterr().err
+
+
+def test_interrupt_keeps_previous_dataset_and_resumes(tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    small = CollectConfig(episodes=2, image_size=24)
+    collect(small, out, workers=1, progress=False)
+    config = CollectConfig(episodes=4, image_size=24, seed=7)
+    real_run = EpisodeRecorder.run
+    calls = {"n": 0}
+
+    def interrupted(self, attempt):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_run(self, attempt)
+
+    monkeypatch.setattr(EpisodeRecorder, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="rerun the same command to resume"):
+        collect(config, out, workers=1, progress=False)
+    assert LeRobotDataset(out).num_episodes == 2  # the previous dataset is untouched
+    staging = tmp_path / "ds.partial"
+    assert len(list(staging.glob("ep-*.parquet"))) + len(list(staging.glob("failed-*"))) == 2
+    assert not list(staging.glob("*.tmp"))
+    monkeypatch.setattr(EpisodeRecorder, "run", real_run)
+    result = collect(config, out, workers=1, progress=False)
+    assert result.episodes == 4 and not staging.exists()
+    fresh = tmp_path / "fresh"
+    collect(config, fresh, workers=1, progress=False)
+    assert np.array_equal(LeRobotDataset(out).actions, LeRobotDataset(fresh).actions)
