@@ -130,3 +130,19 @@ def test_unknown_names_list_valid_ones():
         make_env(task="juggle")
     with pytest.raises(RobovlaError, match="sideview"):
         make_env(embodiment="r2d2")
+
+
+def test_vector_env_batches_and_freezes_finished_envs():
+    from robovla.sim import make_vector_env
+
+    venv = make_vector_env(3, image_size=32, seed=0)
+    obs, infos = venv.reset()
+    assert obs["image"].shape == (3, 32, 32, 3) and obs["proprio"].shape == (3, 7) and len(venv.instructions) == 3
+    successes = np.zeros(3, dtype=bool)
+    for _ in range(venv.max_episode_steps):
+        obs, rewards, terminated, truncated, infos = venv.step(venv.expert_actions())
+        successes |= terminated
+        if venv.done.all():
+            break
+    assert successes.all() and all(info["success"] for info in infos)
+    venv.close()

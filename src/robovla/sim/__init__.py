@@ -11,6 +11,7 @@ from robovla.sim.variations import AXES, FAMILIES, SUITES, list_suites  # noqa: 
 from robovla.sim.embodiments import EMBODIMENTS, Embodiment, get_embodiment  # noqa: E402
 from robovla.sim.env import EnvConfig, TabletopEnv, make_env  # noqa: E402
 from robovla.sim.expert import ScriptedExpert, expert_action  # noqa: E402
+from robovla.sim.vector import VectorEnv, make_vector_env  # noqa: E402
 
 __all__ = [
     "AXES",
@@ -21,8 +22,10 @@ __all__ = [
     "Embodiment",
     "ScriptedExpert",
     "TabletopEnv",
+    "VectorEnv",
     "expert_action",
     "get_embodiment",
     "list_suites",
     "make_env",
+    "make_vector_env",
 ]
