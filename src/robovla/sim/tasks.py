@@ -141,18 +141,19 @@ def sample_episode(rng: np.random.Generator, suite: V.Suite, family: str | None 
     pairs = _combos(suite, family)
     if not pairs:
         raise ValueError(f"suite {suite.name} has no episodes of task {family}")
+    families = sorted({f for f, _ in pairs}, key=V.FAMILIES.index)
+    family = families[int(rng.integers(len(families)))]  # families equally likely, then a shape for it
+    shapes = [s for f, s in pairs if f == family]
+    shape = shapes[int(rng.integers(len(shapes)))]
     for _ in range(500):
-        spec = _try_sample(rng, suite, pairs)
+        spec = _try_sample(rng, suite, family, shape)
         if spec is not None:
             return spec
     raise RuntimeError("could not place the scene; the workspace is too crowded")
 
 
-def _try_sample(rng: np.random.Generator, suite: V.Suite, pairs: list[tuple[str, str]]) -> EpisodeSpec | None:
-    families = sorted({f for f, _ in pairs}, key=V.FAMILIES.index)
-    family = families[int(rng.integers(len(families)))]
-    shapes = [s for f, s in pairs if f == family]
-    shape = shapes[int(rng.integers(len(shapes)))]
+def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: str) -> EpisodeSpec | None:
+    """One attempt at placing a scene for `family` with a `shape` target; None if it does not fit."""
     yaw_pool = suite.pool("object_yaw")
 
     def yaw() -> float:
