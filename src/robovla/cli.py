@@ -17,6 +17,8 @@ from robovla.errors import RobovlaError
 COMMANDS: dict[str, str] = {
     "info": "info",
     "predict": "predict",
+    "train": "train",
+    "finetune": "finetune",
     "collect": "collect",
 }
 

@@ -221,10 +221,28 @@ def _small() -> VLAConfig:
     )
 
 
+def _tabletop_cpu() -> VLAConfig:
+    """~6M parameters, trainable on a 2-core CPU: 128 px images in 16 px patches (64 patch tokens), two narrow
+    towers, a 256-wide 4-layer Llama and the small tabletop tokenizer (768 base ids, actions 512..767)."""
+    return VLAConfig(
+        timm_override_kwargs=[
+            {"embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 16},
+            {"embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 16},
+        ],
+        image_sizes=[128, 128],
+        text_config=TextConfig(
+            vocab_size=832, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+            pad_token_id=768, max_position_embeddings=512,
+        ),
+        extra={"robovla_tokenizer": "tabletop-small"},
+    )
+
+
 PRESETS = {
     "openvla-7b": _openvla_7b,
     "tiny": _tiny,
     "small": _small,
+    "tabletop-cpu": _tabletop_cpu,
 }
 
 

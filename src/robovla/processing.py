@@ -298,6 +298,20 @@ class VLAProcessor:
             "labels": torch.tensor(labels, dtype=torch.long),
         }
 
+    def collate(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """Training examples -> one batch (prompts left-padded, labels aligned with their ids)."""
+        batch = self.pad_left([e["input_ids"].tolist() for e in examples])
+        labels = torch.full_like(batch.input_ids, IGNORE_INDEX)
+        for row, example in enumerate(examples):
+            labels[row, labels.shape[1] - example["labels"].shape[0] :] = example["labels"]
+        mask = None if bool(batch.attention_mask.all()) else batch.attention_mask
+        return {
+            "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+            "input_ids": batch.input_ids,
+            "attention_mask": mask,
+            "labels": labels,
+        }
+
     # ------------------------------------------------------------------------------------------------ files
     def save(self, folder: Path) -> None:
         (folder / "preprocessor_config.json").write_text(json.dumps(self.image_config.to_hf_dict(), indent=2))

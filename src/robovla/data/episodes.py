@@ -14,7 +14,7 @@ class Episode:
     """Per-step arrays of one episode; `images` maps a camera name to [T, H, W, 3] uint8."""
 
     instruction: str
-    action: np.ndarray  # [T, 7] float32
+    action: np.ndarray  # [T, D] float32 (D = 7 for the tabletop robot and OpenVLA)
     proprio: np.ndarray  # [T, P] float32
     images: dict[str, np.ndarray] = field(default_factory=dict)
     success: bool = True
@@ -24,8 +24,8 @@ class Episode:
 
     def validate(self, index: int) -> None:
         """Reject non-finite actions and inconsistent lengths, naming the episode."""
-        if self.action.ndim != 2 or self.action.shape[1] != 7:
-            raise RobovlaError(f"episode {index}: action must be [T, 7], got {list(self.action.shape)}")
+        if self.action.ndim != 2 or self.action.shape[1] < 1:
+            raise RobovlaError(f"episode {index}: action must be [T, D], got {list(self.action.shape)}")
         bad = ~np.isfinite(self.action).all(axis=1)
         if bad.any():
             raise RobovlaError(f"episode {index}: action has NaN/inf at frame {int(np.argmax(bad))}")

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -175,10 +175,14 @@ def save_pretrained(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     dtype: torch.dtype | str | None = None,
     extra_files: dict[str, Any] | None = None,
+    write_extra: Callable[[Path], None] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write `model` in the openvla-7b layout, atomically (temp folder + rename).
 
-    `extra_files` maps file names to JSON-serialisable objects saved beside the weights (e.g. a training config).
+    `extra_files` maps file names to JSON-serialisable objects saved beside the weights (e.g. a training config);
+    `write_extra(folder)` may add more files (e.g. a resumable training state) before the folder goes live.
+    `state` overrides the weights to write (e.g. a state dict gathered from shards or a merged LoRA model).
     """
     from safetensors.torch import save_file
 
@@ -186,7 +190,8 @@ def save_pretrained(
     folder.parent.mkdir(parents=True, exist_ok=True)
     processor = model._require_processor()
     target_dtype = resolve_dtype(dtype) if dtype is not None else model.dtype
-    state = {k: v.detach().to("cpu", target_dtype).contiguous() for k, v in model.state_dict().items()}
+    state = state if state is not None else model.state_dict()
+    state = {k: v.detach().to("cpu", target_dtype).contiguous() for k, v in state.items()}
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         config = model.config.to_hf_dict()
@@ -214,6 +219,8 @@ def save_pretrained(
         _write_json(tmp / "dataset_statistics.json", model.config.norm_stats or {})
         for name, data in (extra_files or {}).items():
             _write_json(tmp / name, data)
+        if write_extra is not None:
+            write_extra(tmp)
         _replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

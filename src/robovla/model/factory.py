@@ -42,7 +42,8 @@ def build_model(
     model = model.to(dtype=dtype)
     if str(device) == "meta":
         return model
-    text_tokenizer = TextTokenizer(tokenizer or packaged_tokenizer_path(), config.text_config.pad_token_id)
+    tokenizer = tokenizer or packaged_tokenizer_path(config.extra.get("robovla_tokenizer", DEFAULT_TOKENIZER))
+    text_tokenizer = TextTokenizer(tokenizer, config.text_config.pad_token_id)
     model.processor = VLAProcessor.for_model(config, text_tokenizer)
     return model
 

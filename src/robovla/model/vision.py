@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from robovla.config import VLAConfig
@@ -62,7 +63,10 @@ def vit_patch_features(vit: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     x = vit.patch_drop(x)
     x = vit.norm_pre(x)
     for block in vit.blocks[: len(vit.blocks) - 1]:
-        x = block(x)
+        if getattr(vit, "grad_checkpointing", False) and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+        else:
+            x = block(x)
     return x[:, vit.num_prefix_tokens :]
 
 
@@ -91,6 +95,15 @@ class VisionBackbone(nn.Module):
     @property
     def num_patches(self) -> int:
         return self.featurizer.patch_embed.num_patches
+
+    def unused_modules(self) -> list[nn.Module]:
+        """Stored for checkpoint compatibility but never run: each tower's last block, final norm, pool head."""
+        unused = []
+        for tower in self.towers:
+            unused += [tower.blocks[-1], tower.norm]
+            if getattr(tower, "attn_pool", None) is not None:
+                unused.append(tower.attn_pool)
+        return unused
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values [B, 3*k, H, W] (one 3-channel slice per tower, in tower order) -> [B, N, sum(D)]."""

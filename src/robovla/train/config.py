@@ -1,0 +1,140 @@
+"""`TrainConfig`: every option of a training run, saved with each checkpoint and compared on resume.
+
+The command line is generated from the dataclass (one `--flag` per field, `--help` lists them all); a JSON file
+given with `--config` supplies defaults that flags override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robovla.errors import RobovlaError
+
+STRATEGIES = ("full", "frozen-vision", "sandwich", "last-layer", "lora", "qlora")
+SCHEDULES = ("constant", "warmup-cosine")
+PRECISIONS = ("bf16", "fp32")
+DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
+# Keys that may differ between a run and its resumption.
+RESUMABLE_CHANGES = frozenset({"resume", "log_every", "tensorboard", "wandb", "wandb_project", "progress"})
+
+
+@dataclass
+class TrainConfig:
+    # --- model
+    preset: str | None = field(default="tabletop-cpu", metadata={"help": "preset to train from scratch"})
+    checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder to fine-tune (overrides preset)"})
+    # --- data
+    datasets: list[str] = field(default_factory=list, metadata={"help": "dataset folders (LeRobot v3/v2.1 or RLDS)"})
+    mixture: str | None = field(default=None, metadata={"help": "named mixture weighting the datasets by name"})
+    augment: bool = field(default=True, metadata={"help": "random crop + colour jitter (the reference's)"})
+    # --- what trains
+    strategy: str = field(default="full", metadata={"help": f"one of {', '.join(STRATEGIES)}"})
+    lora_rank: int = field(default=32, metadata={"help": "LoRA rank (alpha = min(rank, 16))"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_init: str = field(default="gaussian", metadata={"help": "LoRA init: gaussian or default"})
+    # --- optimisation
+    steps: int = field(default=1000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "global batch per optimizer step (all ranks, all micro-steps)"})
+    grad_accumulation: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    schedule: str = field(default="constant", metadata={"help": f"one of {', '.join(SCHEDULES)}"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps (warmup-cosine)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
+    precision: str = field(default="bf16", metadata={"help": "bf16 autocast or fp32"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations to save memory"})
+    seed: int = field(default=7, metadata={"help": "seed for init, sampling and augmentation"})
+    # --- outputs
+    out: str = field(default="runs/train", metadata={"help": "run folder (metrics.jsonl, checkpoints/)"})
+    log_every: int = field(default=10, metadata={"help": "steps between metric lines"})
+    save_every: int = field(default=500, metadata={"help": "steps between checkpoints (0 = only at the end)"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "how many step checkpoints to keep"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
+    tensorboard: bool = field(default=False, metadata={"help": "also log to TensorBoard (out/tensorboard)"})
+    wandb: bool = field(default=False, metadata={"help": "also log to Weights & Biases"})
+    wandb_project: str = field(default="robovla", metadata={"help": "W&B project"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    distributed: str = field(default="auto", metadata={"help": "auto (ddp under torchrun), none, ddp or fsdp"})
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("strategy", STRATEGIES), ("schedule", SCHEDULES), ("precision", PRECISIONS),
+                              ("distributed", DISTRIBUTED)):
+            if getattr(self, name) not in allowed:
+                raise RobovlaError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(allowed)}")
+        for name in ("steps", "batch_size", "grad_accumulation", "log_every", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise RobovlaError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accumulation:
+            raise RobovlaError(
+                f"batch_size {self.batch_size} is not divisible by grad_accumulation {self.grad_accumulation}"
+            )
+        if self.preset is None and self.checkpoint is None:
+            raise RobovlaError("give a --preset to train from scratch or a --checkpoint to fine-tune")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """Keys whose values differ (ignoring those a resumption may change)."""
+        a, b = self.to_dict(), other.to_dict()
+        return sorted(k for k in a if k not in RESUMABLE_CHANGES and a[k] != b[k])
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RobovlaError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def _arg_type(annotation: Any):
+    """The element parser for a field's annotation (str | None -> str, list[str] -> str, ...)."""
+    base = annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        base = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(base) is list:
+        return typing.get_args(base)[0], True
+    return base, False
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    parser.add_argument("--config", help="JSON file of options (flags override it)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind, is_list = _arg_type(hints[f.name])
+        default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif is_list:
+            parser.add_argument(flag, nargs="+", type=kind, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults < --config file < explicit flags."""
+    values: dict[str, Any] = dict(defaults or {})
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        try:
+            values.update(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise RobovlaError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as error:
+            raise RobovlaError(f"{path}: not valid JSON ({error})") from None
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    return TrainConfig.from_dict(values)

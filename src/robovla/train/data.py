@@ -1,0 +1,91 @@
+"""Training batches: datasets -> seeded, resumable mixture sampling -> augmentation -> the shared processor.
+
+Every sample's augmentation is seeded by (seed, step, position in the global batch), and the sampler's state
+is saved with each checkpoint, so a resumed run sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from robovla.errors import RobovlaError
+from robovla.processing import VLAProcessor
+from robovla.train.config import TrainConfig
+
+
+@dataclass
+class TrainingData:
+    datasets: dict[str, Any]  # dataset_name -> StepDataset
+    sampler: Any  # robovla.data.MixtureSampler
+    processor: VLAProcessor
+    augment: Any | None  # robovla.data.TrainAugment
+    seed: int
+
+    @classmethod
+    def open(cls, config: TrainConfig, processor: VLAProcessor) -> "TrainingData":
+        from robovla.data import MixtureSampler, TrainAugment, get_mixture, open_dataset
+
+        if not config.datasets:
+            raise RobovlaError("no training data: pass --datasets DIR [DIR ...]")
+        datasets: dict[str, Any] = {}
+        for path in config.datasets:
+            dataset = open_dataset(path)
+            if dataset.dataset_name in datasets:
+                raise RobovlaError(f"two datasets are named {dataset.dataset_name!r}; names must be unique")
+            if len(dataset) == 0:
+                raise RobovlaError(f"dataset {path} has no steps")
+            datasets[dataset.dataset_name] = dataset
+        if config.mixture:
+            table = get_mixture(config.mixture)
+            missing = sorted(set(table) - set(datasets))
+            if missing:
+                raise RobovlaError(f"mixture {config.mixture!r} needs datasets not given: {', '.join(missing)}")
+            weights = {name: table[name] for name in table}
+        else:
+            weights = {name: 1.0 for name in datasets}
+        sampler = MixtureSampler({k: len(d) for k, d in datasets.items()}, weights, seed=config.seed)
+        augment = TrainAugment() if config.augment else None
+        return cls(datasets, sampler, processor, augment, config.seed)
+
+    def check_action_dims(self, norm_stats: dict[str, Any]) -> None:
+        """A dataset whose actions do not match the model's action size is an error naming both sizes."""
+        model_dims = {len(s["action"]["q01"]) for s in norm_stats.values()}
+        for name, dataset in self.datasets.items():
+            dim = int(dataset.actions.shape[1])
+            if name not in norm_stats and model_dims and dim not in model_dims:
+                raise RobovlaError(
+                    f"dataset {name!r} has {dim}-dimensional actions but the model predicts "
+                    f"{'/'.join(map(str, sorted(model_dims)))}-dimensional actions"
+                )
+            if name in norm_stats and len(norm_stats[name]["action"]["q01"]) != dim:
+                raise RobovlaError(
+                    f"dataset {name!r} has {dim}-dimensional actions but the checkpoint's statistics for it "
+                    f"have {len(norm_stats[name]['action']['q01'])}"
+                )
+
+    def statistics(self) -> dict[str, Any]:
+        from robovla.data import dataset_stats
+
+        stats: dict[str, Any] = {}
+        for dataset in self.datasets.values():
+            stats.update(dataset_stats(dataset))
+        return stats
+
+    def draw(self, count: int) -> list[tuple[str, int]]:
+        """The next `count` (dataset, index) pairs of the global stream."""
+        return [next(self.sampler) for _ in range(count)]
+
+    def batch(self, samples: list[tuple[str, int]], step: int, offset: int) -> dict[str, torch.Tensor]:
+        """Model inputs for `samples`, which sit at `offset` in the global batch of `step`."""
+        examples = []
+        for position, (name, index) in enumerate(samples, start=offset):
+            item = self.datasets[name][index]
+            image = item["image"]
+            if self.augment is not None:
+                image = self.augment(image, np.random.default_rng([self.seed, step, position]))
+            examples.append(self.processor.training_example(image, item["instruction"], item["action"], name))
+        return self.processor.collate(examples)

@@ -1,0 +1,272 @@
+"""The training loop: plain PyTorch, readable top to bottom.
+
+model (preset or checkpoint) -> strategy -> DDP/FSDP2 -> AdamW + schedule -> for each step: draw the global
+batch, each rank takes its slice, micro-batches with bf16 autocast, clip, step; log metrics; save atomic
+checkpoints in the openvla-7b layout with a resumable training state inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import robovla
+from robovla.errors import RobovlaError
+from robovla.train.config import TrainConfig
+from robovla.train.data import TrainingData
+from robovla.train.distributed import Distributed
+from robovla.train.metrics import MetricsLogger
+from robovla.train.state import (
+    TRAINING_CONFIG_FILE,
+    latest_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    write_training_state,
+)
+from robovla.train.strategies import apply_strategy, merged_state_dict
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    wall_seconds: float
+    samples_per_second: float
+    trainable_parameters: int
+    total_parameters: int
+    peak_memory_mb: float
+    final_loss: float
+    final_action_accuracy: float
+    final_l1: float
+    checkpoint: str | None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def lr_lambda(config: TrainConfig):
+    def factor(step: int) -> float:
+        if config.schedule == "constant":
+            return 1.0
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
+    if config.checkpoint:
+        return robovla.load_pretrained(config.checkpoint, device=device)
+    return robovla.build_model(config.preset, device=device, seed=config.seed)
+
+
+def set_norm_stats(model: robovla.VLA, data: TrainingData) -> None:
+    """From scratch: the datasets' statistics. Fine-tuning: the checkpoint's, plus those of new datasets."""
+    existing = dict(model.config.norm_stats or {}) if model.processor and model.config.norm_stats else {}
+    data.check_action_dims(existing)
+    merged = {**existing, **data.statistics()}
+    model.config.norm_stats = merged
+    model.processor.norm_stats = merged
+
+
+def enable_gradient_checkpointing(model: robovla.VLA) -> None:
+    model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for tower in model.vision_backbone.towers:
+        tower.set_grad_checkpointing(True)
+
+
+class Trainer:
+    """One run. `run()` trains to `config.steps`, resuming first when asked."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.dist = Distributed.from_env(config.distributed)
+        self.out = Path(config.out)
+        self.resume_from = self._check_resume()
+        torch.manual_seed(config.seed)
+        base = build_base_model(config, self.dist.device)
+        self.data = TrainingData.open(config, base.processor)
+        set_norm_stats(base, self.data)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(base)
+        if config.strategy in ("lora", "qlora") and self.dist.mode == "fsdp":
+            raise RobovlaError("LoRA runs use DDP: pass --distributed ddp (FSDP2 is for full training)")
+        micro = config.batch_size // config.grad_accumulation
+        if micro % self.dist.world_size:
+            raise RobovlaError(
+                f"the micro-batch ({micro} = batch_size / grad_accumulation) must divide by {self.dist.world_size} ranks"
+            )
+        model, self.report = apply_strategy(base, config)
+        self.vla = base
+        self.inner = model  # without DDP: named like the saved training state
+        self.model = self.dist.wrap(model)
+        self.trainable_names = [n for n, p in self.inner.named_parameters() if p.requires_grad]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.step = 0
+        if self.resume_from is not None:
+            self.step = load_training_state(self.resume_from, self.model, self.optimizer, self.scheduler,
+                                            self.data.sampler)
+        self.logger = MetricsLogger(self.out, config, enabled=self.dist.is_main)
+
+    def _check_resume(self) -> Path | None:
+        latest = latest_checkpoint(self.out)
+        if not self.config.resume:
+            if latest is not None:
+                raise RobovlaError(f"{self.out} already holds checkpoints: pass --resume, or choose another --out")
+            return None
+        if latest is None:
+            raise RobovlaError(f"--resume: no checkpoint found under {self.out / 'checkpoints'}")
+        saved = TrainConfig.from_dict(json.loads((latest / TRAINING_CONFIG_FILE).read_text()))
+        differing = saved.differences(self.config)
+        if differing:
+            details = ", ".join(f"{k} ({getattr(saved, k)!r} -> {getattr(self.config, k)!r})" for k in differing)
+            raise RobovlaError(f"--resume with a different configuration: {details}")
+        return latest
+
+    # -------------------------------------------------------------------------------------------- one step
+    def train_step(self) -> dict[str, float]:
+        config, dist = self.config, self.dist
+        samples = self.data.draw(config.batch_size)
+        micro = config.batch_size // config.grad_accumulation
+        per_rank = micro // dist.world_size
+        totals = np.zeros(5)  # loss*tokens, tokens, correct action tokens, action tokens, l1 sum
+        self.model.train()
+        for m in range(config.grad_accumulation):
+            offset = m * micro + dist.rank * per_rank
+            batch = self.data.batch(samples[offset : offset + per_rank], self.step, offset)
+            last = m + 1 == config.grad_accumulation
+            sync = self.model.no_sync() if (dist.mode == "ddp" and not last) else contextlib.nullcontext()
+            with sync, torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                out = self.model(**{k: _to(v, dist.device) for k, v in batch.items()}, full_logits=False)
+            if not torch.isfinite(out.loss):
+                raise RobovlaError(f"loss became {out.loss.item()} at step {self.step + 1}: stopping, nothing saved")
+            with sync:
+                (out.loss / config.grad_accumulation).backward()
+            totals += self._token_metrics(out)
+        grad_norm = 0.0
+        if config.max_grad_norm > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        totals = np.array(dist.all_reduce_sum(totals.tolist()))
+        return {
+            "loss": totals[0] / max(totals[1], 1),
+            "action_accuracy": totals[2] / max(totals[3], 1),
+            "l1": totals[4] / max(totals[3], 1),
+            "grad_norm": grad_norm,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+
+    def _token_metrics(self, out) -> np.ndarray:
+        """Sums for the loss, action-token accuracy and L1 of decoded actions (EOS excluded from the last two)."""
+        with torch.no_grad():
+            labels = out.labels
+            predicted = out.logits.argmax(-1)
+            tokenizer = self.vla.processor.action_tokenizer
+            is_action = (labels >= tokenizer.first_action_id) & (labels < tokenizer.vocab_size)
+            n_tokens = labels.numel()
+            n_actions = int(is_action.sum())
+            correct = int((predicted[is_action] == labels[is_action]).sum())
+            l1 = float(np.abs(tokenizer.decode(predicted[is_action].cpu().numpy())
+                              - tokenizer.decode(labels[is_action].cpu().numpy())).sum())
+        return np.array([out.loss.item() * n_tokens, n_tokens, correct, n_actions, l1])
+
+    # ---------------------------------------------------------------------------------------------- saving
+    def save(self) -> Path:
+        """Collective: every rank calls it; rank 0 writes the checkpoint folder atomically."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full_state = get_model_state_dict(self.inner, options=options)
+        optimizer_state = get_optimizer_state_dict(self.inner, self.optimizer, options=options)
+        folder = self.out / "checkpoints" / f"step-{self.step:06d}"
+        if self.dist.is_main:
+            trainable = {name: full_state[name] for name in self.trainable_names}
+            if self.config.strategy in ("lora", "qlora"):
+                export = merged_state_dict(self.inner)
+            else:
+                export = full_state
+            robovla.save_pretrained(
+                self.vla,
+                folder,
+                state=export,
+                extra_files={TRAINING_CONFIG_FILE: self.config.to_dict()},
+                write_extra=lambda tmp: write_training_state(
+                    tmp, self.step, trainable, optimizer_state, self.scheduler.state_dict(),
+                    self.data.sampler.state_dict(), adapter_model=self.inner if "lora" in self.config.strategy else None,
+                ),
+            )
+            prune_checkpoints(self.out, keep=self.config.keep_checkpoints)
+        self.dist.barrier()
+        return folder
+
+    # ----------------------------------------------------------------------------------------------- run
+    def run(self) -> TrainSummary:
+        config = self.config
+        self.logger.start(self.report, self.dist.world_size, self.step)
+        start, start_step = time.perf_counter(), self.step
+        metrics: dict[str, float] = {}
+        checkpoint: Path | None = self.resume_from
+        progress = self.logger.progress_bar(initial=self.step, total=config.steps) if config.progress else None
+        while self.step < config.steps:
+            t0 = time.perf_counter()
+            metrics = self.train_step()
+            metrics["samples_per_s"] = config.batch_size / (time.perf_counter() - t0)
+            if self.step % config.log_every == 0 or self.step == config.steps:
+                self.logger.log(self.step, metrics)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['action_accuracy']:.3f}")
+            if (config.save_every and self.step % config.save_every == 0) or self.step == config.steps:
+                checkpoint = self.save()
+        if progress is not None:
+            progress.close()
+        elapsed = time.perf_counter() - start
+        summary = TrainSummary(
+            steps=self.step,
+            wall_seconds=round(elapsed, 2),
+            samples_per_second=round((self.step - start_step) * config.batch_size / max(elapsed, 1e-9), 2),
+            trainable_parameters=self.report.trainable,
+            total_parameters=self.report.total,
+            peak_memory_mb=round(peak_memory_mb(self.dist.device), 1),
+            final_loss=float(metrics.get("loss", float("nan"))),
+            final_action_accuracy=float(metrics.get("action_accuracy", float("nan"))),
+            final_l1=float(metrics.get("l1", float("nan"))),
+            checkpoint=str(checkpoint) if checkpoint else None,
+        )
+        self.logger.finish(asdict(summary))
+        return summary
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+def train(config: TrainConfig) -> TrainSummary:
+    """Run one training job (single process, or one rank of a torchrun job)."""
+    trainer = Trainer(config)
+    try:
+        return trainer.run()
+    finally:
+        trainer.dist.close()
