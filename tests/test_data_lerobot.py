@@ -14,7 +14,15 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from robovla.data import Episode, LeRobotDataset, dataset_stats, episode_table, open_dataset, write_lerobot_dataset  # noqa: E402
+from robovla.data import (  # noqa: E402
+    Episode,
+    LeRobotDataset,
+    dataset_stats,
+    episode_table,
+    open_dataset,
+    write_dataset_statistics,
+    write_lerobot_dataset,
+)
 from robovla.errors import RobovlaError  # noqa: E402
 
 
@@ -68,6 +76,10 @@ def test_statistics_formats(tmp_path):
     assert np.allclose(stats["action"]["mean"], actions.mean(0), atol=1e-6)
     assert set(stats["proprio"]) == {"mean", "std", "max", "min", "q01", "q99"}
     assert dataset_stats(LeRobotDataset(root))["tabletop_default"]["num_transitions"] == 15
+    merged = tmp_path / "dataset_statistics.json"
+    write_dataset_statistics({"other": {"num_transitions": 1}}, merged)
+    write_dataset_statistics(dataset_stats(LeRobotDataset(root)), merged)
+    assert set(json.loads(merged.read_text())) == {"other", "tabletop_default"}
     lerobot = json.loads((root / "meta/stats.json").read_text())
     assert lerobot["action"]["count"] == [15] and len(lerobot["observation.state"]["max"]) == 7
 

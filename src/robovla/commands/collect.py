@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "collect scripted-expert episodes from a tabletop suite into a LeRobotDataset v3.0 folder"
 
@@ -37,10 +38,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         noise=args.noise,
     )
-    result = collect(config, args.out, workers=args.workers, progress=not args.quiet)
+    try:
+        result = collect(config, args.out, workers=args.workers, progress=not args.quiet)
+    except KeyboardInterrupt as interrupt:
+        print(f"robovla collect: {interrupt}", file=sys.stderr)  # where the progress went and how to resume
+        raise
     tasks = ", ".join(f"{k} {s}/{n}" for k, (s, n) in sorted(result.per_task.items()))
     print(
         f"wrote {result.episodes} episodes ({result.frames} frames) to {result.out} in {result.seconds:.0f} s; "
-        f"expert success {result.success_rate:.0%} ({result.failed} failed episodes not saved){'; ' + tasks if tasks else ''}"
+        f"expert success {result.success_rate:.1%} ({result.failed} failed episodes not saved){'; ' + tasks if tasks else ''}"
     )
     return 0

@@ -20,6 +20,7 @@ _EXPORTS = {
     "compute_stats": "robovla.data.stats",
     "dataset_stats": "robovla.data.stats",
     "save_json": "robovla.data.stats",
+    "write_dataset_statistics": "robovla.data.stats",
     "MIXTURES": "robovla.data.mixtures",
     "MixtureSampler": "robovla.data.mixtures",
     "MixtureDataset": "robovla.data.mixtures",

@@ -59,6 +59,14 @@ def lerobot_stats(actions: np.ndarray, proprio: np.ndarray) -> dict[str, dict]:
     return out
 
 
+def write_dataset_statistics(stats: dict[str, dict], path: str | Path) -> None:
+    """Merge per-dataset statistics into `path` (one key per dataset, as in a checkpoint's file)."""
+    path = Path(path)
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(stats)
+    save_json(merged, path)
+
+
 def save_json(data: dict, path: str | Path) -> None:
     """Write JSON atomically (temp file + rename), so readers never see half a file."""
     path = Path(path)
