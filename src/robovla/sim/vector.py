@@ -68,21 +68,7 @@ class VectorEnv:
         return {key: np.stack([o[key] for o in observations]) for key in observations[0]}
 
 
-def make_vector_env(
-    num_envs: int,
-    suite: str = "tabletop-train",
-    *,
-    embodiment: str = "default",
-    image_size: int = 224,
-    wrist_camera: bool = False,
-    seed: int | None = None,
-    task: str | None = None,
-) -> VectorEnv:
-    """`num_envs` independent envs of one suite; each gets its own seed stream derived from `seed`."""
+def make_vector_env(num_envs: int, suite: str = "tabletop-train", *, seed: int | None = None, **env_kwargs) -> VectorEnv:
+    """`num_envs` envs of one suite (`env_kwargs` as for `make_env`); each gets its own seed stream from `seed`."""
     seeds = np.random.SeedSequence(seed).spawn(num_envs)
-    return VectorEnv(
-        [
-            make_env(suite, embodiment=embodiment, image_size=image_size, wrist_camera=wrist_camera, seed=int(s.generate_state(1)[0]), task=task)
-            for s in seeds
-        ]
-    )
+    return VectorEnv([make_env(suite, seed=int(s.generate_state(1)[0]), **env_kwargs) for s in seeds])
