@@ -111,8 +111,12 @@ class EpisodeSpec:
 
 
 def _uniform_in(rng: np.random.Generator, intervals: tuple) -> float:
-    lo, hi = intervals[int(rng.integers(len(intervals)))]
+    lo, hi = _choice(rng, intervals)
     return float(rng.uniform(lo, hi))
+
+
+def _choice(rng: np.random.Generator, values):
+    return values[int(rng.integers(len(values)))]
 
 
 def _combos(suite: V.Suite, family: str | None) -> list[tuple[str, str]]:
@@ -141,10 +145,8 @@ def sample_episode(rng: np.random.Generator, suite: V.Suite, family: str | None 
     pairs = _combos(suite, family)
     if not pairs:
         raise ValueError(f"suite {suite.name} has no episodes of task {family}")
-    families = sorted({f for f, _ in pairs}, key=V.FAMILIES.index)
-    family = families[int(rng.integers(len(families)))]  # families equally likely, then a shape for it
-    shapes = [s for f, s in pairs if f == family]
-    shape = shapes[int(rng.integers(len(shapes)))]
+    family = _choice(rng, sorted({f for f, _ in pairs}, key=V.FAMILIES.index))  # families equally likely
+    shape = _choice(rng, [s for f, s in pairs if f == family])
     for _ in range(500):
         spec = _try_sample(rng, suite, family, shape)
         if spec is not None:
@@ -152,96 +154,97 @@ def sample_episode(rng: np.random.Generator, suite: V.Suite, family: str | None 
     raise RuntimeError("could not place the scene; the workspace is too crowded")
 
 
-def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: str) -> EpisodeSpec | None:
-    """One attempt at placing a scene for `family` with a `shape` target; None if it does not fit."""
-    yaw_pool = suite.pool("object_yaw")
+class _Layout:
+    """Rejection sampling of free spots in the workspace, keeping clear of what is already placed."""
 
-    def yaw() -> float:
-        return math.radians(_uniform_in(rng, yaw_pool))
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.taken: list[tuple[float, float, float]] = []  # x, y, clearance
 
-    def pick(pool, used: set[str]) -> str:
-        free = [c for c in pool if c not in used]
-        return free[int(rng.integers(len(free)))]
-
-    (x0, x1), (y0, y1) = V.cell_bounds(suite.pool("target_cell")[int(rng.integers(len(suite.pool("target_cell"))))])
-    tx, ty = float(rng.uniform(x0 + 0.01, x1 - 0.01)), float(rng.uniform(y0 + 0.01, y1 - 0.01))
-    target = ObjectSpec("obj0", shape, pick(suite.pool("target_color"), set()), _uniform_in(rng, suite.pool("target_size")), tx, ty, yaw())
-    used_colors = {target.color}
-    objects = [target]
-    taken: list[tuple[float, float, float]] = [(tx, ty, 0.1)]
-
-    def free_point(clearance: float, extra=lambda x, y: True) -> tuple[float, float] | None:
+    def free_point(self, clearance: float, accept=lambda x, y: True) -> tuple[float, float] | None:
         for _ in range(60):
-            x = float(rng.uniform(*V.WORKSPACE_X))
-            y = float(rng.uniform(*V.WORKSPACE_Y))
-            if _far(x, y, [(ox, oy, max(d, clearance)) for ox, oy, d in taken]) and extra(x, y):
+            x, y = float(self.rng.uniform(*V.WORKSPACE_X)), float(self.rng.uniform(*V.WORKSPACE_Y))
+            if _far(x, y, [(ox, oy, max(d, clearance)) for ox, oy, d in self.taken]) and accept(x, y):
                 return x, y
         return None
 
+
+def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: str) -> EpisodeSpec | None:
+    """One attempt at placing a scene for `family` with a `shape` target; None if it does not fit."""
+
+    def yaw() -> float:
+        return math.radians(_uniform_in(rng, suite.pool("object_yaw")))
+
+    (x0, x1), (y0, y1) = V.cell_bounds(_choice(rng, suite.pool("target_cell")))
+    tx, ty = float(rng.uniform(x0 + 0.01, x1 - 0.01)), float(rng.uniform(y0 + 0.01, y1 - 0.01))
+    target = ObjectSpec("obj0", shape, _choice(rng, suite.pool("target_color")), _uniform_in(rng, suite.pool("target_size")), tx, ty, yaw())
+    layout = _Layout(rng)
+    layout.taken.append((tx, ty, 0.1))
+
     fixtures: list[FixtureSpec] = []
     if family in ("pick_place", "push"):
-        kinds = ["pad", "pad"] if family == "push" else [("bowl", "plate")[int(rng.integers(2))] for _ in range(2)]
-        fixture_colors: set[str] = {target.color}
+        kinds = ["pad", "pad"] if family == "push" else [_choice(rng, ("bowl", "plate")) for _ in range(2)]
+        colors = [c for c in V.TRAIN_COLORS if c != target.color]
         for k, kind in enumerate(kinds):
-            if family == "push" and k == 0:
-                point = free_point(0.16, lambda x, y: 0.12 <= math.hypot(x - tx, y - ty) <= 0.22)
+            if family == "push" and k == 0:  # the target pad: a short push away
+                point = layout.free_point(0.16, lambda x, y: 0.12 <= math.hypot(x - tx, y - ty) <= 0.22)
             else:
-                point = free_point(0.17)
+                point = layout.free_point(0.17)
             if point is None:
                 return None
-            color = pick(V.TRAIN_COLORS, fixture_colors)
-            fixture_colors.add(color)
+            color = colors.pop(int(rng.integers(len(colors))))
             fixtures.append(FixtureSpec(f"fix{k}", kind, color, *point))
-            taken.append((*point, 0.17))
-        goal = "fix0"
-    else:
-        goal = "obj1"
+            layout.taken.append((*point, 0.17))
+
+    def clear_of_push_path(x: float, y: float) -> bool:
+        a, b = np.array([tx, ty]), np.array([fixtures[0].x, fixtures[0].y])
+        behind = a - (b - a) / np.linalg.norm(b - a) * 0.08
+        return _segment_distance(np.array([x, y]), behind, b) >= 0.09
+
+    objects = [target]
+    used_colors = {target.color}
     while len(objects) < OBJECT_COUNT:
         is_goal = family in ("stack", "move_near") and len(objects) == 1
-        pool = V.TRAIN_COLORS if is_goal else suite.pool("distractor_color")
-        obj_shape = "cube" if (is_goal and family == "stack") else TRAIN_SHAPES[int(rng.integers(2))]
-
-        def clear_of_push_path(x: float, y: float) -> bool:
-            if family != "push":
-                return True
-            a, b = np.array([tx, ty]), np.array([fixtures[0].x, fixtures[0].y])
-            behind = a - (b - a) / np.linalg.norm(b - a) * 0.08
-            return _segment_distance(np.array([x, y]), behind, b) >= 0.09
-
-        def far_from_target(x: float, y: float) -> bool:  # move_near must not start out solved
-            return not is_goal or family != "move_near" or math.hypot(x - tx, y - ty) > MOVE_NEAR_SUCCESS + 0.04
-
-        point = free_point(0.12 if fixtures else 0.1, lambda x, y: clear_of_push_path(x, y) and far_from_target(x, y))
+        if is_goal and family == "move_near":  # must not start out solved
+            accept = lambda x, y: math.hypot(x - tx, y - ty) > MOVE_NEAR_SUCCESS + 0.04  # noqa: E731
+        elif family == "push":
+            accept = clear_of_push_path
+        else:
+            accept = lambda x, y: True  # noqa: E731
+        point = layout.free_point(0.12 if fixtures else 0.1, accept)
         if point is None:
             return None
-        color = pick(pool, used_colors)
+        color = _choice(rng, [c for c in (V.TRAIN_COLORS if is_goal else suite.pool("distractor_color")) if c not in used_colors])
         used_colors.add(color)
-        objects.append(ObjectSpec(f"obj{len(objects)}", obj_shape, color, float(rng.uniform(0.055, 0.065)), *point, yaw()))
-        taken.append((*point, 0.1))
+        obj_shape = "cube" if (is_goal and family == "stack") else _choice(rng, TRAIN_SHAPES)
+        objects.append(ObjectSpec(f"obj{len(objects)}", obj_shape, color, _uniform_in(rng, V.AXES["target_size"].train), *point, yaw()))
+        layout.taken.append((*point, 0.1))
 
-    place_offset = (0.0, 0.0)
-    if family == "move_near":
-        ref = objects[1]
-        directions = [(1.0, 0.0), (-1.0, 0.0), (0.0, 1.0), (0.0, -1.0)]
-        order = rng.permutation(len(directions))
-        others = [(o.x, o.y, 0.095) for o in objects[2:]]
-        for k in order:
-            dx, dy = directions[int(k)]
-            px, py = ref.x + dx * MOVE_NEAR_DISTANCE, ref.y + dy * MOVE_NEAR_DISTANCE
-            inside = V.WORKSPACE_X[0] <= px <= V.WORKSPACE_X[1] and V.WORKSPACE_Y[0] <= py <= V.WORKSPACE_Y[1]
-            if inside and _far(px, py, others):
-                place_offset = (dx * MOVE_NEAR_DISTANCE, dy * MOVE_NEAR_DISTANCE)
-                break
-        else:
-            return None
-
-    phrasing = suite.pool("phrasing")[int(rng.integers(len(suite.pool("phrasing"))))]
+    place_offset = _move_near_offset(rng, objects) if family == "move_near" else (0.0, 0.0)
+    if place_offset is None:
+        return None
+    phrasing = _choice(rng, suite.pool("phrasing"))
     goal_item = fixtures[0] if fixtures else objects[1]
     prep = "in" if getattr(goal_item, "kind", "") == "bowl" else "on"
     instruction = TEMPLATES[family][phrasing].format(target=target.phrase, goal=goal_item.phrase, prep=prep)
-    table = suite.pool("table")[int(rng.integers(len(suite.pool("table"))))]
-    lighting = suite.pool("lighting")[int(rng.integers(len(suite.pool("lighting"))))]
-    return EpisodeSpec(family, tuple(objects), tuple(fixtures), goal, instruction, phrasing, table, lighting, place_offset)
+    return EpisodeSpec(
+        family, tuple(objects), tuple(fixtures), goal_item.name, instruction, phrasing,
+        _choice(rng, suite.pool("table")), _choice(rng, suite.pool("lighting")), place_offset,
+    )
+
+
+def _move_near_offset(rng: np.random.Generator, objects: list[ObjectSpec]) -> tuple[float, float] | None:
+    """A free spot beside the reference object (objects[1]) where the expert will put the target."""
+    ref = objects[1]
+    directions = [(1.0, 0.0), (-1.0, 0.0), (0.0, 1.0), (0.0, -1.0)]
+    others = [(o.x, o.y, 0.095) for o in objects[2:]]
+    for k in rng.permutation(len(directions)):
+        dx, dy = directions[int(k)]
+        px, py = ref.x + dx * MOVE_NEAR_DISTANCE, ref.y + dy * MOVE_NEAR_DISTANCE
+        inside = V.WORKSPACE_X[0] <= px <= V.WORKSPACE_X[1] and V.WORKSPACE_Y[0] <= py <= V.WORKSPACE_Y[1]
+        if inside and _far(px, py, others):
+            return dx * MOVE_NEAR_DISTANCE, dy * MOVE_NEAR_DISTANCE
+    return None
 
 
 @dataclass(frozen=True)
