@@ -13,7 +13,7 @@ pytest.importorskip("mujoco")
 from robovla.errors import RobovlaError  # noqa: E402
 from robovla.sim import AXES, FAMILIES, SUITES, expert_action, list_suites, make_env  # noqa: E402
 from robovla.sim import variations as V  # noqa: E402
-from robovla.sim.tasks import TEMPLATES, TRAIN_SHAPES, sample_episode  # noqa: E402
+from robovla.sim.tasks import TEMPLATES, TRAIN_SHAPES, preposition, sample_episode  # noqa: E402
 
 
 def rollout(env, **reset_kwargs) -> dict:
@@ -78,7 +78,7 @@ def test_instruction_grounding_changes_the_target():
     spec = sample_episode(np.random.default_rng(3), SUITES["tabletop-train"], "pick_place")
     a, b, c = spec.objects
     goal = spec.entity(spec.goal)
-    other = dataclasses.replace(spec, objects=(b, a, c), instruction=f"put the {b.phrase} {'in' if goal.kind == 'bowl' else 'on'} the {goal.phrase}")
+    other = dataclasses.replace(spec, objects=(b, a, c), instruction=f"put the {b.phrase} {preposition(goal)} the {goal.phrase}")
     assert other.instruction != spec.instruction
     for episode, moved, still in ((spec, a, b), (other, b, a)):
         info = rollout(env, options={"episode": episode})
@@ -114,7 +114,7 @@ def test_suites_draw_only_their_pools(suite_name):
         assert _inside(t.size, suite.pool("target_size"))
         assert t.shape in suite.pool("target_shape")
         assert ep.phrasing in suite.pool("phrasing") and ep.instruction == TEMPLATES[ep.family][ep.phrasing].format(
-            target=t.phrase, goal=ep.entity(ep.goal).phrase, prep="in" if getattr(ep.entity(ep.goal), "kind", "") == "bowl" else "on"
+            target=t.phrase, goal=ep.entity(ep.goal).phrase, prep=preposition(ep.entity(ep.goal))
         )
         if t.shape in TRAIN_SHAPES:
             combos = V.HELDOUT_COMBOS if "task_combo" in suite.heldout_axes else V.TRAIN_COMBOS

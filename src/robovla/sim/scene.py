@@ -30,9 +30,9 @@ def lookat_xyaxes(pos: tuple[float, float, float], target: tuple[float, float, f
     return " ".join(f"{v:.5f}" for v in (*right, *up))
 
 
-def _rgba(color: str) -> str:
-    r, g, b = V.COLORS[color]
-    return f"{r} {g} {b} 1"
+def _rgba(color: str, shade: float = 1.0) -> str:
+    r, g, b = (shade * c for c in V.COLORS[color])
+    return f"{r:.3f} {g:.3f} {b:.3f} 1"
 
 
 def _object_xml(obj: ObjectSpec) -> str:
@@ -49,23 +49,31 @@ def _object_xml(obj: ObjectSpec) -> str:
     )
 
 
+def _walls(count: int, radius: float, half_len: float, top: float, rgba: str) -> list[str]:
+    """`count` thin wall boxes standing on a ring (bowl) or square (bin) of the given radius."""
+    wall_h = 0.018
+    walls = []
+    for k in range(count):
+        a = 2 * math.pi * k / count
+        walls.append(
+            f'<geom type="box" size="0.004 {half_len:.4f} {wall_h}" pos="{radius * math.cos(a):.4f} {radius * math.sin(a):.4f} {top + wall_h}" '
+            f'euler="0 0 {a:.4f}" rgba="{rgba}"/>'
+        )
+    return walls
+
+
 def _fixture_xml(fix: FixtureSpec) -> str:
     rgba = _rgba(fix.color)
     top, radius = FIXTURE_TOP[fix.kind], FIXTURE_RADIUS[fix.kind]
-    parts = [f'<body name="{fix.name}" pos="{fix.x} {fix.y} 0">']
-    if fix.kind == "pad":
-        parts.append(f'<geom type="box" size="{radius} {radius} {top / 2}" pos="0 0 {top / 2}" rgba="{rgba}" contype="0" conaffinity="0"/>')
-    else:
-        parts.append(f'<geom type="cylinder" size="{radius} {top / 2}" pos="0 0 {top / 2}" rgba="{rgba}"/>')
+    base = {"pad": "box", "bin": "box"}.get(fix.kind, "cylinder")
+    size = f"{radius} {radius} {top / 2}" if base == "box" else f"{radius} {top / 2}"
+    no_contact = ' contype="0" conaffinity="0"' if fix.kind == "pad" else ""  # pads are painted on the table
+    floor = _rgba(fix.color, 0.6) if fix.kind in ("bowl", "bin") else rgba  # a darker inside reads as a container
+    parts = [f'<body name="{fix.name}" pos="{fix.x} {fix.y} 0">', f'<geom type="{base}" size="{size}" pos="0 0 {top / 2}" rgba="{floor}"{no_contact}/>']
     if fix.kind == "bowl":
-        walls, wall_h = 12, 0.018
-        half_len = math.pi * radius / walls + 0.002
-        for k in range(walls):
-            a = 2 * math.pi * k / walls
-            parts.append(
-                f'<geom type="box" size="0.004 {half_len:.4f} {wall_h}" pos="{radius * math.cos(a):.4f} {radius * math.sin(a):.4f} {top + wall_h}" '
-                f'euler="0 0 {a:.4f}" rgba="{rgba}"/>'
-            )
+        parts += _walls(12, radius, math.pi * radius / 12 + 0.002, top, rgba)
+    elif fix.kind == "bin":
+        parts += _walls(4, radius, radius + 0.004, top, rgba)
     parts.append("</body>")
     return "".join(parts)
 

@@ -15,8 +15,9 @@ from robovla.sim import variations as V
 
 TRAIN_SHAPES = ("cube", "cylinder")
 OBJECT_COUNT = 3  # graspable objects per scene: the target plus context/distractors
-FIXTURE_RADIUS = {"bowl": 0.075, "plate": 0.075, "pad": 0.055}
-FIXTURE_TOP = {"bowl": 0.008, "plate": 0.010, "pad": 0.002}  # z of the surface an object rests on
+FIXTURE_RADIUS = {"bowl": 0.075, "bin": 0.07, "plate": 0.075, "pad": 0.055}  # half-size of bins and pads
+FIXTURE_TOP = {"bowl": 0.008, "bin": 0.008, "plate": 0.010, "pad": 0.002}  # z of the surface an object rests on
+CONTAINERS = ("bowl", "bin", "plate")
 MOVE_NEAR_DISTANCE = 0.09
 MOVE_NEAR_SUCCESS = 0.12
 
@@ -46,7 +47,7 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "heldout-1": "nudge the {target} to the {goal}",
     },
 }
-NOUNS = {"cube": "cube", "cylinder": "cylinder", "ball": "ball", "disc": "disc", "bowl": "bowl", "plate": "plate", "pad": "square"}
+NOUNS = {"cube": "cube", "cylinder": "cylinder", "ball": "ball", "disc": "disc", "bowl": "bowl", "plate": "plate", "bin": "bin", "pad": "square"}
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,11 @@ class EpisodeSpec:
             if item.name == name:
                 return item
         raise KeyError(name)
+
+
+def preposition(goal: ObjectSpec | FixtureSpec) -> str:
+    """"in the bowl/bin", "on the plate/square/cube"."""
+    return "in" if getattr(goal, "kind", "") in ("bowl", "bin") else "on"
 
 
 def _uniform_in(rng: np.random.Generator, intervals: tuple) -> float:
@@ -183,7 +189,7 @@ def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: st
 
     fixtures: list[FixtureSpec] = []
     if family in ("pick_place", "push"):
-        kinds = ["pad", "pad"] if family == "push" else [_choice(rng, ("bowl", "plate")) for _ in range(2)]
+        kinds = ["pad", "pad"] if family == "push" else [_choice(rng, CONTAINERS) for _ in range(2)]
         colors = [c for c in V.TRAIN_COLORS if c != target.color]
         for k, kind in enumerate(kinds):
             if family == "push" and k == 0:  # the target pad: a short push away
@@ -225,8 +231,7 @@ def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: st
         return None
     phrasing = _choice(rng, suite.pool("phrasing"))
     goal_item = fixtures[0] if fixtures else objects[1]
-    prep = "in" if getattr(goal_item, "kind", "") == "bowl" else "on"
-    instruction = TEMPLATES[family][phrasing].format(target=target.phrase, goal=goal_item.phrase, prep=prep)
+    instruction = TEMPLATES[family][phrasing].format(target=target.phrase, goal=goal_item.phrase, prep=preposition(goal_item))
     return EpisodeSpec(
         family, tuple(objects), tuple(fixtures), goal_item.name, instruction, phrasing,
         _choice(rng, suite.pool("table")), _choice(rng, suite.pool("lighting")), place_offset,
@@ -266,8 +271,8 @@ def is_success(spec: EpisodeSpec, state: WorldState) -> bool:
         assert isinstance(goal, FixtureSpec)
         dx, dy = abs(p[0] - goal.x), abs(p[1] - goal.y)
         resting = p[2] < FIXTURE_TOP[goal.kind] + target.half_height + 0.02
-        if goal.kind == "pad":
-            return resting and max(dx, dy) < FIXTURE_RADIUS["pad"] - 0.01
+        if goal.kind in ("pad", "bin"):  # square fixtures
+            return resting and max(dx, dy) < FIXTURE_RADIUS[goal.kind] - (0.01 if goal.kind == "pad" else 0.025)
         return resting and math.hypot(dx, dy) < FIXTURE_RADIUS[goal.kind] - 0.025
     g = state.positions[goal.name]
     assert isinstance(goal, ObjectSpec)
