@@ -199,3 +199,13 @@ def test_folder_that_is_no_dataset_names_missing_files(tmp_path):
     (tmp_path / "features.json").write_text("{}")
     with pytest.raises(RobovlaError, match=r"missing meta/info.json.*RLDS dataset \(missing dataset_info.json, \*\.tfrecord"):
         open_dataset(tmp_path)
+
+
+def test_batches_through_a_dataloader(tmp_path):
+    import torch
+
+    root = write(tmp_path / "ds", make_episodes())
+    batch = next(iter(torch.utils.data.DataLoader(LeRobotDataset(root, chunk_size=4), batch_size=5, shuffle=False)))
+    assert batch["image"].shape == (5, 16, 16, 3) and batch["image"].dtype == torch.uint8
+    assert batch["action"].shape == (5, 7) and batch["action_chunk"].shape == (5, 4, 7)
+    assert len(batch["instruction"]) == 5 and batch["dataset_name"][0] == "tabletop_default"
