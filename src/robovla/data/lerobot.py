@@ -147,5 +147,5 @@ class LeRobotDataset(StepDataset):
             data = value.get("bytes") if isinstance(value, dict) else value
             if data is None:
                 data = (self.root / value["path"]).read_bytes()
-            out[name] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            out[name] = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
         return out

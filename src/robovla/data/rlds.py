@@ -152,7 +152,7 @@ class RLDSDataset(StepDataset):
         return trajectory, texts
 
     def _images(self, i: int) -> dict[str, np.ndarray]:
-        out = {"image": np.asarray(Image.open(io.BytesIO(self._frames[i])).convert("RGB"))}
+        out = {"image": np.array(Image.open(io.BytesIO(self._frames[i])).convert("RGB"))}
         if self._wrist:
-            out["wrist_image"] = np.asarray(Image.open(io.BytesIO(self._wrist[i])).convert("RGB"))
+            out["wrist_image"] = np.array(Image.open(io.BytesIO(self._wrist[i])).convert("RGB"))
         return out

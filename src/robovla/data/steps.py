@@ -58,8 +58,8 @@ class StepDataset(Dataset):
         item = {
             **self._images(i),
             "instruction": self.instructions[i],
-            "proprio": self.proprio[i],
-            "action": self.actions[i],
+            "proprio": self.proprio[i].copy(),  # copies: a consumer may modify its item in place
+            "action": self.actions[i].copy(),
             "episode_index": int(self.episode_index[i]),
             "frame_index": int(self.frame_index[i]),
             "dataset_name": self.dataset_name,
