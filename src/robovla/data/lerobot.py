@@ -53,7 +53,7 @@ class _VideoFrames:
             self._path = path
             self._times = np.array([d[0] for d in decoded])
             self._frames = [d[1] for d in decoded]
-        return self._frames[int(np.argmin(np.abs(self._times - t)))]
+        return self._frames[int(np.argmin(np.abs(self._times - t)))].copy()
 
 
 class LeRobotDataset(StepDataset):
