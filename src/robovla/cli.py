@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "train": "train",
     "finetune": "finetune",
+    "eval": "eval",
     "collect": "collect",
 }
 

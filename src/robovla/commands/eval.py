@@ -1,0 +1,39 @@
+"""`robovla eval`: closed-loop success rate of a checkpoint in the built-in simulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "Roll a checkpoint out in a tabletop suite and report its success rate (per task family)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    parser.add_argument("--suite", default="tabletop-train", help="tabletop suite (see docs/simulator.md)")
+    parser.add_argument("--episodes", type=int, default=50, help="seeded episodes")
+    parser.add_argument("--seed", type=int, default=1_000_000, help="seed of the first episode (then +1 each)")
+    parser.add_argument("--embodiment", default="default", help="embodiment variant")
+    parser.add_argument("--unnorm-key", default=None, help="statistics key (default: the embodiment's dataset)")
+    parser.add_argument("--num-envs", type=int, default=25, help="environments stepped together")
+    parser.add_argument("--full-vocabulary", action="store_true",
+                        help="greedy over the whole vocabulary (reference semantics) instead of the action tokens")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import robovla
+    from robovla.errors import RobovlaError
+    from robovla.eval import evaluate_policy
+
+    if args.episodes < 1 or args.num_envs < 1:
+        raise RobovlaError("--episodes and --num-envs must be >= 1")
+    from robovla.sim import list_suites
+
+    if args.suite not in list_suites():
+        raise RobovlaError(f"unknown suite {args.suite!r}; valid: {', '.join(list_suites())}")
+    model = robovla.load_pretrained(args.checkpoint)
+    result = evaluate_policy(model, args.suite, args.episodes, args.seed, args.embodiment, args.unnorm_key,
+                             args.num_envs, restrict_to_actions=not args.full_vocabulary, progress=not args.json)
+    print(json.dumps(result.to_dict()) if args.json else result.line())
+    return 0

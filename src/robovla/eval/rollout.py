@@ -1,0 +1,97 @@
+"""Batched closed-loop rollouts: N simulated tabletops step together, one model call per step for all of them.
+
+Episode k of an evaluation always uses seed `seed + k`, so two policies are compared on the same scenes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from robovla.model.vla import VLA
+
+
+@dataclass
+class EvalResult:
+    suite: str
+    embodiment: str
+    episodes: int
+    successes: int
+    per_family: dict[str, list[int]] = field(default_factory=dict)  # family -> [successes, episodes]
+    mean_steps: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(self.episodes, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "success_rate": round(self.success_rate, 4)}
+
+    def line(self) -> str:
+        families = ", ".join(f"{k} {s}/{n}" for k, (s, n) in sorted(self.per_family.items()))
+        return (f"{self.suite} ({self.embodiment}): {self.successes}/{self.episodes} = {self.success_rate:.0%} "
+                f"[{families}] in {self.seconds:.0f} s")
+
+
+def evaluate_policy(
+    model: VLA,
+    suite: str = "tabletop-train",
+    episodes: int = 50,
+    seed: int = 1_000_000,
+    embodiment: str = "default",
+    unnorm_key: str | None = None,
+    num_envs: int = 25,
+    restrict_to_actions: bool = True,
+    progress: bool = False,
+) -> EvalResult:
+    """Success rate of `model` over `episodes` seeded episodes of `suite`."""
+    from robovla.sim import get_embodiment, make_env
+    from robovla.sim.vector import VectorEnv
+
+    key = unnorm_key or get_embodiment(embodiment).dataset_name
+    image_size = model._require_processor().image_config.image_sizes[0]
+    start = time.perf_counter()
+    per_family: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    successes, steps_taken = 0, []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=episodes, desc=f"eval {suite}", unit="ep")
+    for wave_start in range(0, episodes, num_envs):
+        count = min(num_envs, episodes - wave_start)
+        envs = VectorEnv([make_env(suite, embodiment=embodiment, image_size=image_size) for _ in range(count)])
+        obs, infos = envs.reset(seeds=[seed + wave_start + k for k in range(count)])
+        families = [info.get("task", "task") for info in infos]
+        success = np.zeros(count, dtype=bool)
+        length = np.zeros(count, dtype=int)
+        for _ in range(envs.max_episode_steps):
+            running = np.flatnonzero(~envs.done)
+            if running.size == 0:
+                break
+            actions = np.zeros((count, 7), dtype=np.float32)
+            prediction = model.predict(list(obs["image"][running]), [envs.instructions[k] for k in running], key,
+                                       restrict_to_actions=restrict_to_actions)
+            actions[running] = prediction.actions
+            obs, _, _, _, infos = envs.step(actions)
+            length[running] += 1
+            for k in running:
+                success[k] |= bool(infos[k].get("success", False))
+        envs.close()
+        for family, ok, n in zip(families, success, length):
+            per_family[family][0] += int(ok)
+            per_family[family][1] += 1
+            steps_taken.append(n)
+        successes += int(success.sum())
+        if bar is not None:
+            bar.update(count)
+            bar.set_postfix(success=f"{successes / (wave_start + count):.0%}")
+    if bar is not None:
+        bar.close()
+    return EvalResult(suite, embodiment, episodes, successes, dict(per_family), float(np.mean(steps_taken)),
+                      round(time.perf_counter() - start, 1))
