@@ -1,0 +1,51 @@
+"""`robovla serve`: a policy server for a checkpoint (OpenVLA REST `/act`, openpi websocket, metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+HELP = "Serve a checkpoint over HTTP (OpenVLA-compatible /act, /act/batch) and websocket (openpi protocol)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", default=None,
+                        help="require this key on every request except /health (default: $ROBOVLA_API_KEY)")
+    parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="observations per model call")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0,
+                        help="how long a request may wait for others to share its model call")
+    parser.add_argument("--max-queue", type=int, default=256,
+                        help="observations that may wait; more get 503 with Retry-After")
+    parser.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import robovla
+    from robovla.errors import RobovlaError
+    from robovla.serve import ServerConfig, create_app, serve_forever
+    from robovla.serve.auth import API_KEY_ENV
+
+    if not 0 <= args.port <= 65535:
+        raise RobovlaError(f"--port must be in 0..65535, got {args.port}")
+    config = ServerConfig(
+        host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    vla = robovla.load_pretrained(args.checkpoint, dtype=args.dtype, device=args.device)
+    app = create_app(vla, config, model_name=Path(args.checkpoint).resolve().name)
+    auth = "API key required" if config.api_key else "no API key"
+    logging.getLogger("robovla.serve").info("serving %s on http://%s:%d (%s)", args.checkpoint, config.host,
+                                            config.port, auth)
+    serve_forever(app, config, log_level=args.log_level)
+    return 0

@@ -1,0 +1,68 @@
+"""One observation from a request dict, checked field by field so a rejection names the field at fault.
+
+The same keys serve REST and websocket clients; the openpi-style aliases let openpi clients send their usual
+`observation/image` and `prompt` unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from robovla.errors import RobovlaError
+from robovla.model.normalization import resolve_unnorm_key
+from robovla.processing import build_prompt, to_pil_rgb
+from robovla.serve.errors import RequestError
+
+IMAGE_KEYS = ("image", "observation/image")
+INSTRUCTION_KEYS = ("instruction", "prompt")
+UNNORM_KEY = "unnorm_key"
+
+
+@dataclass(frozen=True)
+class Observation:
+    image: Image.Image
+    instruction: str
+    unnorm_key: str  # resolved: never None, always one of the checkpoint's datasets
+
+
+def _first(payload: dict[str, Any], keys: tuple[str, ...], where: str) -> Any:
+    for key in keys:
+        if key in payload:
+            return payload[key]
+    raise RequestError(400, f"missing field {keys[0]!r} (also accepted: {', '.join(keys[1:])})", where + keys[0])
+
+
+def parse_observation(
+    payload: Any, norm_stats: dict[str, Any], max_image_side: int, where: str = ""
+) -> Observation:
+    """Validate `{image, instruction, unnorm_key?}`; `where` prefixes field names (e.g. `observations[2].`)."""
+    if not isinstance(payload, dict):
+        raise RequestError(400, f"an observation must be a JSON object, got {type(payload).__name__}",
+                           where.rstrip(".") or "body")
+    image = _first(payload, IMAGE_KEYS, where)
+    if not isinstance(image, np.ndarray):
+        raise RequestError(400, f"image must be an HxWx3 uint8 array (json-numpy or msgpack-numpy encoded), "
+                                f"got {type(image).__name__}", where + "image")
+    if image.ndim >= 2 and max(image.shape[:2]) > max_image_side:
+        raise RequestError(413, f"image is {image.shape[0]}x{image.shape[1]}: the limit is {max_image_side} "
+                                f"pixels per side", where + "image")
+    instruction = _first(payload, INSTRUCTION_KEYS, where)
+    unnorm_key = payload.get(UNNORM_KEY)
+    if unnorm_key is not None and not isinstance(unnorm_key, str):
+        raise RequestError(400, f"unnorm_key must be a string, got {type(unnorm_key).__name__}", where + UNNORM_KEY)
+    pil = _checked(where + "image", to_pil_rgb, image)
+    _checked(where + "instruction", build_prompt, instruction)
+    key = _checked(where + UNNORM_KEY, resolve_unnorm_key, norm_stats, unnorm_key)
+    return Observation(pil, instruction, key)
+
+
+def _checked(field: str, check: Any, *args: Any) -> Any:
+    """Run a core validator (one rule for CLI, API and server); its RobovlaError becomes a 400 naming `field`."""
+    try:
+        return check(*args)
+    except RobovlaError as error:
+        raise RequestError(400, str(error), field) from None

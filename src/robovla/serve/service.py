@@ -1,0 +1,75 @@
+"""What both wire protocols share: request validation, the batcher in front of the model, and the metadata.
+
+REST and websocket handlers only translate their wire format to and from these calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Sequence
+
+import numpy as np
+
+import robovla
+from robovla.serve.batcher import BatchedAction, DynamicBatcher
+from robovla.serve.config import ServerConfig
+from robovla.serve.metrics import Metrics
+from robovla.serve.observation import IMAGE_KEYS, INSTRUCTION_KEYS, UNNORM_KEY, Observation, parse_observation
+
+
+class PolicyService:
+    def __init__(self, vla: robovla.VLA, config: ServerConfig, metrics: Metrics, model_name: str) -> None:
+        self.vla = vla
+        self.config = config
+        self.metrics = metrics
+        self.metadata = build_metadata(vla, config, model_name)
+        self._batcher: DynamicBatcher | None = None
+
+    async def start(self) -> None:
+        """Called from the server's event loop (the batcher's queue and worker live there)."""
+        c = self.config
+        self._batcher = DynamicBatcher(self._predict, c.max_batch_size, c.max_wait_ms, c.max_queue,
+                                       c.retry_after_s, self.metrics)
+        await self._batcher.start()
+
+    async def stop(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+    def parse(self, payload: Any, where: str = "") -> Observation:
+        return parse_observation(payload, self.vla.norm_stats, self.config.max_image_side, where)
+
+    async def act(self, observations: Sequence[Observation]) -> list[BatchedAction]:
+        """Queue the observations and wait for their actions; cancelling this drops them from the queue."""
+        assert self._batcher is not None, "PolicyService.start() was not called"
+        return list(await asyncio.gather(*self._batcher.submit(observations)))
+
+    def _predict(self, observations: Sequence[Observation]) -> np.ndarray:
+        """Runs in the batcher's worker thread; all observations share one unnorm_key."""
+        prediction = self.vla.predict([o.image for o in observations], [o.instruction for o in observations],
+                                      observations[0].unnorm_key)
+        return prediction.actions
+
+
+def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> dict[str, Any]:
+    """`GET /metadata` and the websocket's first frame: what a client needs to build valid observations."""
+    keys = sorted(vla.norm_stats)
+    dims = {key: vla.action_dim(key) for key in keys}
+    size = vla.processor.image_config.image_sizes[0]
+    return {
+        "model": model_name,
+        "robovla_version": robovla.__version__,
+        "action_dim": dims[keys[0]] if len(set(dims.values())) == 1 else None,
+        "action_dims": dims,
+        "unnorm_keys": keys,
+        "unnorm_key_required": len(keys) > 1,
+        "image_size": [size, size],
+        "image_format": "HxWx3 uint8 RGB, any size up to max_image_side (the server resizes)",
+        "max_image_side": config.max_image_side,
+        "observation_keys": {"image": list(IMAGE_KEYS), "instruction": list(INSTRUCTION_KEYS),
+                             "unnorm_key": [UNNORM_KEY]},
+        "action_horizon": 1,
+        "max_batch_size": config.max_batch_size,
+        "max_batch_request": config.max_batch_request,
+        "auth_required": config.api_key is not None,
+    }
