@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "finetune",
     "eval": "eval",
     "collect": "collect",
+    "serve": "serve",
 }
 
 
