@@ -13,6 +13,7 @@ The server decodes requests with the same codec functions, so client and server 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -186,7 +187,10 @@ class WebsocketPolicyClient:
         from websockets.sync.client import connect
 
         headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
-        self._ws = connect(url, additional_headers=headers, max_size=None, compression=None, open_timeout=timeout)
+        self._connection = contextlib.ExitStack()  # websockets >= 17 wants connect() entered as a context
+        self._ws = self._connection.enter_context(
+            connect(url, additional_headers=headers, max_size=None, compression=None, open_timeout=timeout)
+        )
         self._timeout = timeout
         self.metadata = msgpack_unpackb(self._ws.recv(timeout=timeout))
 
@@ -201,7 +205,7 @@ class WebsocketPolicyClient:
         return self.infer(_observation(image, instruction, unnorm_key))["actions"][0]
 
     def close(self) -> None:
-        self._ws.close()
+        self._connection.close()
 
     def __enter__(self) -> "WebsocketPolicyClient":
         return self
