@@ -219,3 +219,53 @@ def test_api_key(tiny_vla, monkeypatch):
             assert httpx.post(url, content=body, headers=headers, timeout=60).status_code == 200
         text = httpx.get(keyed.url + "/metrics", headers={"X-API-Key": "s3cret"}).text
         assert 'robovla_requests_total{route="/act",status="401"} 2' in text
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def test_cli_serve_logs_one_line_per_request(tmp_path):
+    """`robovla serve` end to end in a subprocess: API key from the environment, one log line per request."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import TINY_CHECKPOINT
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "serve.log").open("w+")
+    env = {**os.environ, "ROBOVLA_API_KEY": "from-env"}
+    process = subprocess.Popen([sys.executable, "-m", "robovla.cli", "serve", "--checkpoint", str(TINY_CHECKPOINT),
+                                "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "robovla serve did not come up"
+                time.sleep(0.2)
+        assert httpx.post(url + "/act", content=json_numpy.dumps(GOOD)).status_code == 401
+        ok = httpx.post(url + "/act", content=json_numpy.dumps(GOOD), headers={"X-API-Key": "from-env"}, timeout=60)
+        assert ok.status_code == 200 and json_numpy.loads(ok.text).shape == (7,)
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    text = (tmp_path / "serve.log").read_text()
+    assert "API key required" in text
+    assert [line.split("robovla.serve: ")[1].split(" ms")[0].rsplit(" ", 1)[0]
+            for line in text.splitlines() if "robovla.serve: POST /act" in line] == ["POST /act 401", "POST /act 200"]
+    assert "batch=1" in text
+
+
+def test_cli_serve_bad_arguments(capsys):
+    from robovla.cli import main
+
+    assert main(["serve", "--checkpoint", "/no/such/folder"]) == 2
+    assert "checkpoint folder not found" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", "/no/such/folder", "--max-queue", "0"]) == 2
+    assert "max_queue must be at least 1" in capsys.readouterr().err

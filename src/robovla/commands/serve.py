@@ -44,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     vla = robovla.load_pretrained(args.checkpoint, dtype=args.dtype, device=args.device)
     app = create_app(vla, config, model_name=Path(args.checkpoint).resolve().name)
+    logger = logging.getLogger("robovla.serve")
     auth = "API key required" if config.api_key else "no API key"
-    logging.getLogger("robovla.serve").info("serving %s on http://%s:%d (%s)", args.checkpoint, config.host,
-                                            config.port, auth)
-    serve_forever(app, config, log_level=args.log_level)
+    logger.info("serving %s on http://%s:%d (%s)", args.checkpoint, config.host, config.port, auth)
+    try:
+        serve_forever(app, config, log_level=args.log_level)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once its graceful shutdown is done: a normal stop
+        logger.info("stopped")
     return 0
