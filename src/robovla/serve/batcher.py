@@ -65,9 +65,7 @@ class DynamicBatcher:
                 pass
         if self._executor is not None:
             self._executor.shutdown(wait=True)
-        for pending in self._drain(self._queue.qsize()):
-            if not pending.future.done():
-                pending.future.set_exception(RequestError(503, "the server is shutting down"))
+        _fail(self._drain(self._queue.qsize()), RequestError(503, "the server is shutting down"))
 
     def submit(self, observations: Sequence[Observation]) -> list[asyncio.Future]:
         """Enqueue all observations or none; a full queue is a 503 with Retry-After."""
@@ -93,37 +91,42 @@ class DynamicBatcher:
             taken.append(self._queue.get_nowait())
         return taken
 
-    async def _collect(self) -> list[_Pending]:
-        batch = [await self._queue.get()]
-        batch += self._drain(self._max_batch_size - len(batch))
-        if len(batch) < self._max_batch_size and self._max_wait_s > 0:
-            await asyncio.sleep(self._max_wait_s)
-            batch += self._drain(self._max_batch_size - len(batch))
-        self._metrics.queue_depth = self._queue.qsize()
-        return batch
-
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
-            live = [p for p in batch if not p.future.done()]  # a done future here was cancelled by its client
-            self._metrics.cancelled += len(batch) - len(live)
-            groups: dict[str, list[_Pending]] = {}
-            for pending in live:
-                groups.setdefault(pending.observation.unnorm_key, []).append(pending)
-            for group in groups.values():
-                start = time.perf_counter()
-                try:
-                    actions = await loop.run_in_executor(
-                        self._executor, self._predict, [p.observation for p in group]
-                    )
-                except Exception as error:  # the requests fail, the worker lives on
-                    logger.exception("inference failed for a batch of %d", len(group))
-                    for pending in group:
-                        if not pending.future.done():
-                            pending.future.set_exception(error)
-                    continue
-                self._metrics.record_batch(len(group), time.perf_counter() - start)
-                for pending, action in zip(group, actions):
-                    if not pending.future.done():
-                        pending.future.set_result(BatchedAction(action, len(group)))
+            batch = [await self._queue.get()]
+            try:
+                batch += self._drain(self._max_batch_size - len(batch))
+                if len(batch) < self._max_batch_size and self._max_wait_s > 0:
+                    await asyncio.sleep(self._max_wait_s)  # bounded wait for company
+                    batch += self._drain(self._max_batch_size - len(batch))
+                self._metrics.queue_depth = self._queue.qsize()
+                await self._serve(batch)
+            except asyncio.CancelledError:  # stop(): what was taken off the queue gets no action
+                _fail(batch, RequestError(503, "the server is shutting down"))
+                raise
+
+    async def _serve(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.future.done()]  # a done future here was cancelled by its client
+        self._metrics.cancelled += len(batch) - len(live)
+        groups: dict[str, list[_Pending]] = {}
+        for pending in live:
+            groups.setdefault(pending.observation.unnorm_key, []).append(pending)
+        loop = asyncio.get_running_loop()
+        for group in groups.values():
+            start = time.perf_counter()
+            try:
+                actions = await loop.run_in_executor(self._executor, self._predict, [p.observation for p in group])
+            except Exception as error:  # these requests fail, the worker lives on
+                logger.exception("inference failed for a batch of %d", len(group))
+                _fail(group, error)
+                continue
+            self._metrics.record_batch(len(group), time.perf_counter() - start)
+            for pending, action in zip(group, actions):
+                if not pending.future.done():
+                    pending.future.set_result(BatchedAction(action, len(group)))
+
+
+def _fail(pending: list[_Pending], error: Exception) -> None:
+    for item in pending:
+        if not item.future.done():
+            item.future.set_exception(error)

@@ -41,7 +41,7 @@ def parse_observation(
 ) -> Observation:
     """Validate `{image, instruction, unnorm_key?}`; `where` prefixes field names (e.g. `observations[2].`)."""
     if not isinstance(payload, dict):
-        raise RequestError(400, f"an observation must be a JSON object, got {type(payload).__name__}",
+        raise RequestError(400, f"an observation must be a JSON object (a msgpack map), got {type(payload).__name__}",
                            where.rstrip(".") or "body")
     image = _first(payload, IMAGE_KEYS, where)
     if not isinstance(image, np.ndarray):
