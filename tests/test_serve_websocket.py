@@ -111,6 +111,17 @@ def test_bad_frames_get_an_error_and_the_session_goes_on(server, tiny_vla):
     client.close()
 
 
+def test_client_disconnects_mid_request(server, tiny_vla):
+    for _ in range(3):  # gone before the reply: the server logs 499 and goes on
+        client = OpenpiStyleClient(ws_uri(server))
+        client.ws.send(packb({"image": image(6), "prompt": "go", "unnorm_key": "bridge_orig"}))
+        client.close()
+    client = OpenpiStyleClient(ws_uri(server))
+    reply = client.infer({"image": image(6), "prompt": "go", "unnorm_key": "bridge_orig"})
+    np.testing.assert_array_equal(reply["actions"][0], tiny_vla.predict_action(image(6), "go", "bridge_orig"))
+    client.close()
+
+
 def test_websocket_api_key(tiny_vla):
     config = ServerConfig(api_key="k3y")
     with BackgroundServer(create_app(tiny_vla, config), config) as keyed:
