@@ -1,33 +1,46 @@
-"""robovla: an open Vision-Language-Action stack (OpenVLA-compatible model, data, training, serving, sim)."""
+"""robovla: an open Vision-Language-Action stack (OpenVLA-compatible model, data, training, serving, sim).
 
-from robovla.config import PRESETS, TextConfig, VLAConfig, list_presets, preset
-from robovla.errors import RobovlaError
-from robovla.model.action_tokenizer import ActionTokenizer
-from robovla.model.checkpoint import load_pretrained, save_pretrained
-from robovla.model.factory import build_model, parameter_counts
-from robovla.model.normalization import ActionNormalizer
-from robovla.model.vla import VLA, ActionPrediction, VLAOutput
-from robovla.processing import VLAProcessor, build_prompt, load_image_file
+Names are imported on first use, so light users (`robovla.client` on a robot, `robovla --help`) never load
+torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS",
-    "ActionNormalizer",
-    "ActionPrediction",
-    "ActionTokenizer",
-    "RobovlaError",
-    "TextConfig",
-    "VLA",
-    "VLAConfig",
-    "VLAOutput",
-    "VLAProcessor",
-    "build_model",
-    "build_prompt",
-    "list_presets",
-    "load_image_file",
-    "load_pretrained",
-    "parameter_counts",
-    "preset",
-    "save_pretrained",
-]
+_EXPORTS = {
+    "PRESETS": "robovla.config",
+    "TextConfig": "robovla.config",
+    "VLAConfig": "robovla.config",
+    "list_presets": "robovla.config",
+    "preset": "robovla.config",
+    "RobovlaError": "robovla.errors",
+    "ActionTokenizer": "robovla.model.action_tokenizer",
+    "load_pretrained": "robovla.model.checkpoint",
+    "save_pretrained": "robovla.model.checkpoint",
+    "build_model": "robovla.model.factory",
+    "parameter_counts": "robovla.model.factory",
+    "ActionNormalizer": "robovla.model.normalization",
+    "VLA": "robovla.model.vla",
+    "ActionPrediction": "robovla.model.vla",
+    "VLAOutput": "robovla.model.vla",
+    "VLAProcessor": "robovla.processing",
+    "build_prompt": "robovla.processing",
+    "load_image_file": "robovla.processing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'robovla' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
