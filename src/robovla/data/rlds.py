@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robovla.data.oxe import GENERIC, OXE_DATASETS, OXEEntry, standardize
+from robovla.data.oxe import GENERIC, OXE_DATASETS, standardize
 from robovla.data.steps import StepDataset
 from robovla.errors import RobovlaError
 
