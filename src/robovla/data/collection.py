@@ -87,7 +87,7 @@ class EpisodeRecorder:
                 wrist.append(obs["wrist_image"])
             proprio.append(obs["proprio"])
             actions.append(action)
-            obs, _, terminated, truncated, info = env.step(action)
+            obs, _, terminated, truncated, info = env.step(expert.perturb(action))
             if terminated or truncated:
                 success = bool(info["success"])
                 break

@@ -89,9 +89,15 @@ def load_processor(folder: Path, config: VLAConfig) -> VLAProcessor:
 
 
 def load_pretrained(
-    path: str | os.PathLike, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+    quantization: str | None = None,
 ) -> VLA:
-    """Load a checkpoint folder in the openvla-7b Hugging Face layout (ours or the reference's)."""
+    """Load a checkpoint folder in the openvla-7b Hugging Face layout (ours or the reference's).
+
+    quantization: None, "int8" or "int4" (weight-only, LLM only; see robovla.quantize).
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise RobovlaError(f"checkpoint folder not found: {folder}")
@@ -121,6 +127,10 @@ def load_pretrained(
     model.load_state_dict(state, strict=True, assign=True)
     model.reset_rotary_buffers()
     model.processor = processor
+    if quantization is not None:
+        from robovla.quantize import quantize_language_model
+
+        quantize_language_model(model, quantization)
     return model.eval()
 
 

@@ -3,7 +3,8 @@
 Pick-based families (pick_place, stack, move_near) run reach -> descend -> grasp -> lift -> carry -> lower ->
 release -> retreat, re-planning from the current object poses every step (and starting over if the object
 slips). Push aligns the closed gripper behind the object and pushes it along the line to the target pad.
-Optional Gaussian action noise diversifies demonstrations; failed episodes are filtered by the collector.
+Optional Gaussian noise on the executed action diversifies demonstrations (labels stay clean); failed episodes
+are filtered by the collector.
 """
 
 from __future__ import annotations
@@ -35,10 +36,23 @@ class ScriptedExpert:
         self._timer = 0
 
     def act(self) -> np.ndarray:
+        """The expert's action for the current state: what a dataset records as the label."""
         action = self._push() if self.episode.family == "push" else self._pick_and_place()
-        if self.noise > 0:
-            action[:6] += self.rng.normal(0.0, self.noise, 6)
         return np.clip(action, [-1, -1, -1, -1, -1, -1, 0], 1).astype(np.float32)
+
+    def perturb(self, action: np.ndarray) -> np.ndarray:
+        """The action to execute: `action` plus Gaussian noise on dx, dy, dz and dyaw (none when noise is 0).
+
+        Collection executes the perturbed action but records the clean one (DART-style): the data visits
+        states off the expert's path, labelled with the expert's correction, and the labels carry no noise a
+        policy would have to model.
+        """
+        if self.noise <= 0:
+            return action
+        noisy = action.copy()
+        # roll and pitch stay level: tilts too small to see in the image would only add unlearnable labels
+        noisy[[0, 1, 2, 5]] += self.rng.normal(0.0, self.noise, 4)
+        return np.clip(noisy, [-1, -1, -1, -1, -1, -1, 0], 1).astype(np.float32)
 
     # --- shared -----------------------------------------------------------------------------------------------
     def _move(self, target: np.ndarray, yaw: float, gripper: float, speed: float = 1.0) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""Weight-only int8/int4 quantization of the LLM on the CPU: packing, memory, agreement with float."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import robovla
+import robovla.quantize
+from conftest import CONFORMANCE, TINY_CHECKPOINT, case_image
+from robovla.quantize import QuantizedLinear, module_bytes, pack_int4, quantize_groups, unpack_int4
+
+CASES = json.loads((CONFORMANCE / "cases.json").read_text())["cases"]
+
+
+def test_int4_pack_round_trip():
+    values = torch.randint(-8, 8, (5, 12), dtype=torch.int8)
+    packed = pack_int4(values)
+    assert packed.dtype == torch.uint8 and packed.shape == (5, 6)
+    assert torch.equal(unpack_int4(packed), values)
+
+
+@pytest.mark.parametrize("bits, tolerance", [(8, 0.01), (4, 0.15)])
+def test_quantized_linear_error_is_bounded(bits, tolerance):
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 64)
+    quantized = QuantizedLinear(linear, bits, group_size=64)
+    x = torch.randn(10, 256)
+    relative = (quantized(x) - linear(x)).norm() / linear(x).norm()
+    assert relative < tolerance
+    values, scales = quantize_groups(linear.weight, bits, 64)
+    assert values.abs().max() <= (8 if bits == 4 else 127) and scales.shape == (64, 4)
+
+
+def test_memory_reduction_of_the_llm():
+    sizes = {}
+    for mode in (None, "int8", "int4"):
+        model = robovla.build_model("small", device="cpu") if mode is None else robovla.build_model("small")
+        if mode:
+            robovla.quantize.quantize_language_model(model, mode)
+        sizes[mode] = module_bytes(model.language_model)
+    assert sizes[None] / sizes["int8"] >= 3.5
+    assert sizes[None] / sizes["int4"] >= 6.0
+
+
+@pytest.mark.parametrize("mode, min_agreement", [("int8", 0.7), ("int4", 0.0)])
+def test_quantized_actions_agree_with_float(tiny_vla, mode, min_agreement):
+    quantized = robovla.load_pretrained(TINY_CHECKPOINT, quantization=mode)
+    images = [case_image(c) for c in CASES]
+    texts = [c["instruction"] for c in CASES]
+    reference = tiny_vla.predict(images, texts, "bridge_orig", restrict_to_actions=True)
+    ours = quantized.predict(images, texts, "bridge_orig", restrict_to_actions=True)
+    # The conformance model is random with tiny top-2 margins (0.04); trained policies are measured in benchmarks.
+    agreement = float(np.mean(reference.token_ids == ours.token_ids))
+    assert agreement >= min_agreement
+    assert np.all(np.isfinite(ours.actions))
+
+
+def test_unknown_mode_is_an_error():
+    with pytest.raises(robovla.RobovlaError, match="int8, int4"):
+        robovla.load_pretrained(TINY_CHECKPOINT, quantization="int3")
