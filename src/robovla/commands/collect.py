@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=128, help="square image size in pixels")
     parser.add_argument("--wrist-camera", action="store_true", help="also record the wrist camera")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--noise", type=float, default=0.1, help="std of Gaussian noise on the expert's motion")
+    parser.add_argument("--noise", type=float, default=0.1, help="std of Gaussian noise on the executed motion (recorded labels stay clean)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
