@@ -82,6 +82,9 @@ def test_statistics_formats(tmp_path):
     assert set(json.loads(merged.read_text())) == {"other", "tabletop_default"}
     lerobot = json.loads((root / "meta/stats.json").read_text())
     assert lerobot["action"]["count"] == [15] and len(lerobot["observation.state"]["max"]) == 7
+    frames = np.concatenate([e.images["front"] for e in episodes]) / 255.0
+    assert np.array(lerobot["observation.images.front"]["mean"]).shape == (3, 1, 1)
+    assert np.allclose(np.array(lerobot["observation.images.front"]["mean"]).reshape(3), frames.mean((0, 1, 2)))
 
 
 def test_bad_episodes_are_rejected(tmp_path):

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from robovla.data.episodes import Episode
-from robovla.data.stats import compute_stats, lerobot_stats, save_json
+from robovla.data.stats import compute_stats, image_stats, lerobot_stats, save_json
 from robovla.errors import RobovlaError
 
 CODEBASE_VERSION = "v3.0"
@@ -115,6 +115,13 @@ def replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _sample_frames(tables: list[pa.Table], key: str, count: int = 256) -> np.ndarray:
+    """Up to `count` evenly spaced decoded frames of one camera, for its image statistics."""
+    column = pa.chunked_array([t.column(key) for t in tables]).combine_chunks()
+    rows = np.unique(np.linspace(0, len(column) - 1, min(count, len(column))).astype(int))
+    return np.stack([np.asarray(Image.open(io.BytesIO(column[int(i)]["bytes"].as_py())).convert("RGB")) for i in rows])
+
+
 def _write(root: Path, tables: list[pa.Table], shapes: dict, fps: float, dataset_name: str, robot_type: str, extra: dict) -> None:
     tasks: dict[str, int] = {}
     episodes_rows, file_tables = [], []
@@ -165,7 +172,10 @@ def _write(root: Path, tables: list[pa.Table], shapes: dict, fps: float, dataset
 
     actions = np.concatenate([np.asarray(t.column("action").combine_chunks().flatten()).reshape(t.num_rows, -1) for t in tables])
     state = np.concatenate([np.asarray(t.column("observation.state").combine_chunks().flatten()).reshape(t.num_rows, -1) for t in tables])
-    save_json(lerobot_stats(actions, state), meta / "stats.json")
+    stats = lerobot_stats(actions, state)
+    for key in (k for k in shapes if k.startswith("observation.images.")):
+        stats[key] = image_stats(_sample_frames(tables, key))
+    save_json(stats, meta / "stats.json")
     save_json(compute_stats(actions, state, len(tables), dataset_name), root / "dataset_statistics.json")
     info = {
         "codebase_version": CODEBASE_VERSION,

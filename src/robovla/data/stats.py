@@ -67,6 +67,16 @@ def write_dataset_statistics(stats: dict[str, dict], path: str | Path) -> None:
     save_json(merged, path)
 
 
+def image_stats(frames: np.ndarray) -> dict[str, list]:
+    """LeRobot's per-channel image statistics ([3, 1, 1] lists, pixel values in [0, 1]) of [N, H, W, 3] uint8."""
+    x = np.asarray(frames, dtype=np.float64) / 255.0
+
+    def per_channel(reduce) -> list:
+        return [[[float(v)]] for v in reduce(x, axis=(0, 1, 2))]
+
+    return {"min": per_channel(np.min), "max": per_channel(np.max), "mean": per_channel(np.mean), "std": per_channel(np.std), "count": [int(len(x))]}
+
+
 def save_json(data: dict, path: str | Path) -> None:
     """Write JSON atomically (temp file + rename), so readers never see half a file."""
     path = Path(path)
