@@ -3,9 +3,9 @@
 Measured on this machine (docs/quantization.md): torchao's int8 weight-only tensors run on the CPU but leave
 the embedding table in float; its int4 paths either need the `mslk` kernels (not installable here) or store
 int4 values unpacked in int8 (no memory gain over int8); optimum-quanto's int4 runs ~100x slower than float
-on the CPU. So on the CPU robovla uses its own small modules: symmetric per-group scales, int8 values, or
-int4 values packed two per byte, dequantised on the fly inside `forward`. On CUDA the reference's choice,
-bitsandbytes (LLM.int8 / NF4), is used.
+on the CPU. So on the CPU robovla uses its own small modules over PyTorch's own CPU weight-only kernels:
+int8 per output channel, int4 per group of 64 packed two per byte, and an int8 embedding table. On CUDA the
+reference's choice, bitsandbytes (LLM.int8 / NF4), is used.
 
 The vision towers and the projector stay in the base dtype (they are ~10% of openvla-7b and most sensitive).
 """
@@ -30,12 +30,26 @@ def _group_size(in_features: int, requested: int) -> int:
 
 
 def quantize_groups(weight: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[out, in] float -> (int8 values in [-qmax, qmax], float32 scales [out, in/group])."""
+    """Symmetric: [out, in] float -> (int8 values in [-qmax, qmax], float32 scales [out, in/group])."""
     out_features, in_features = weight.shape
     grouped = weight.detach().float().reshape(out_features, in_features // group, group)
     scales = grouped.abs().amax(dim=-1).clamp(min=1e-12) / _QMAX[bits]
     values = torch.round(grouped / scales[..., None]).clamp(-_QMAX[bits] - (bits == 4), _QMAX[bits])
     return values.to(torch.int8).reshape(out_features, in_features), scales
+
+
+def quantize_uint4_groups(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric 4-bit: [out, in] -> (values 0..15 as int32, scale_and_zero [in/group, out, 2] float32).
+
+    Dequantised weight = (value - 8) * scale + zero: the layout of PyTorch's CPU int4 matmul kernel.
+    """
+    out_features, in_features = weight.shape
+    grouped = weight.detach().float().reshape(out_features, in_features // group, group)
+    low, high = grouped.amin(dim=-1), grouped.amax(dim=-1)
+    scale = (high - low).clamp(min=1e-8) / 15
+    values = torch.round((grouped - low[..., None]) / scale[..., None]).clamp(0, 15)
+    zero = low + 8 * scale
+    return values.to(torch.int32).reshape(out_features, in_features), torch.stack([scale.T, zero.T], dim=-1)
 
 
 def pack_int4(values: torch.Tensor) -> torch.Tensor:
@@ -50,28 +64,52 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([low, high], dim=-1).reshape(packed.shape[0], packed.shape[1] * 2)
 
 
+# Up to this many rows (tokens) the int8 kernel beats dequantise + float matmul (decode steps); measured.
+_INT8_KERNEL_MAX_ROWS = 32
+
+
 class QuantizedLinear(nn.Module):
-    """A frozen linear layer holding int8 or packed-int4 weights with per-group scales."""
+    """A frozen linear layer with int8 (per-channel) or packed int4 (per-group) weights.
+
+    int8 runs PyTorch's CPU weight-only kernel (`_weight_int8pack_mm`) for bf16 inputs with few rows (decode),
+    and dequantises otherwise. int4 always runs PyTorch's CPU int4 kernel (`_weight_int4pack_mm_for_cpu`) in
+    bf16: 3x faster than a bf16 matmul for one token, slower for a long prefill.
+    """
 
     def __init__(self, linear: nn.Linear, bits: int, group_size: int) -> None:
         super().__init__()
-        if bits == 4 and linear.in_features % 2:
-            raise RobovlaError(f"int4 needs an even input size, got {linear.in_features}")
         self.in_features, self.out_features, self.bits = linear.in_features, linear.out_features, bits
-        self.group = _group_size(linear.in_features, group_size)
-        values, scales = quantize_groups(linear.weight, bits, self.group)
-        self.register_buffer("qweight", pack_int4(values) if bits == 4 else values)
-        self.register_buffer("scales", scales)
+        if bits == 8:
+            self.group = linear.in_features
+            values, scales = quantize_groups(linear.weight, 8, self.group)
+            self.register_buffer("qweight", values)
+            self.register_buffer("scales", scales[:, 0].contiguous())
+        else:
+            self.group = _group_size(linear.in_features, group_size)
+            if linear.in_features % 2 or self.group < 32:
+                raise RobovlaError(f"int4 needs an input size divisible by 32, got {linear.in_features}")
+            values, scale_zero = quantize_uint4_groups(linear.weight, self.group)
+            self.register_buffer("qweight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(values, 2))
+            self.register_buffer("scales", scale_zero.to(torch.bfloat16).contiguous())
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
 
     def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        values = unpack_int4(self.qweight) if self.bits == 4 else self.qweight
-        grouped = values.reshape(self.out_features, -1, self.group).to(dtype) * self.scales[..., None].to(dtype)
-        return grouped.reshape(self.out_features, self.in_features)
+        if self.bits != 8:
+            raise NotImplementedError("int4 weights live in the kernel's packed layout")
+        return self.qweight.to(dtype) * self.scales[:, None].to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.dequantized_weight(x.dtype), bias)
+        rows = x.reshape(-1, self.in_features)
+        if self.bits == 4:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.qweight, self.group,
+                                                             self.scales).to(x.dtype)
+        elif x.dtype == torch.bfloat16 and rows.shape[0] <= _INT8_KERNEL_MAX_ROWS:
+            out = torch._weight_int8pack_mm(rows, self.qweight, self.scales.to(torch.bfloat16))
+        else:
+            out = F.linear(rows, self.dequantized_weight(x.dtype))
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, int{self.bits}, group={self.group}"
@@ -141,7 +179,9 @@ def quantize_language_model(model: nn.Module, mode: str, group_size: int | None 
             raise RobovlaError("the bitsandbytes backend needs a CUDA device; use backend='robovla' on a CPU")
         _replace_bitsandbytes(lm, bits)
     elif backend == "robovla":
-        _replace_cpu(lm, bits, group_size or (128 if bits == 8 else 64))
+        if device.type != "cpu":
+            raise RobovlaError(f"robovla's int8/int4 kernels run on the CPU, not {device.type}")
+        _replace_cpu(lm, bits, group_size or 64)
     else:
         raise RobovlaError(f"unknown quantization backend {backend!r}; use auto, robovla or bitsandbytes")
     lm.requires_grad_(False)
