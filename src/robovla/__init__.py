@@ -6,7 +6,7 @@ torch.
 
 from __future__ import annotations
 
-import importlib
+from robovla._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -34,12 +34,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'robovla' has no attribute {name!r}")
+__getattr__ = lazy_exports("robovla", _EXPORTS)
 
 
 def __dir__() -> list[str]:

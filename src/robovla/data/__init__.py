@@ -5,9 +5,9 @@ Names are imported on first use so that light users (the collection workers) do 
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
+from robovla._lazy import lazy_exports
 from robovla.errors import RobovlaError
 
 _EXPORTS = {
@@ -34,10 +34,7 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "open_dataset"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'robovla.data' has no attribute {name!r}")
+__getattr__ = lazy_exports("robovla.data", _EXPORTS)
 
 
 def open_dataset(path: str | Path, **kwargs):

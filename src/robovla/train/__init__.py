@@ -5,7 +5,7 @@ Imported lazily so that building the CLI parser (`robovla train --help`) does no
 
 from __future__ import annotations
 
-import importlib
+from robovla._lazy import lazy_exports
 
 _EXPORTS = {
     "STRATEGIES": "robovla.train.config",
@@ -17,7 +17,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'robovla.train' has no attribute {name!r}")
+__getattr__ = lazy_exports("robovla.train", _EXPORTS)
