@@ -1,0 +1,238 @@
+"""`make bench`: inference speed and memory of robovla's predict path vs a Hugging Face `generate` baseline.
+
+For each configuration (preset or checkpoint x dtype x quantization x batch size) it measures, in one run:
+prefix latency (vision + projector + LLM prefill), per-token decode latency, end-to-end actions/s, and the
+same end to end through the path the reference takes (every ViT block run, the LM head over every prefill
+position, transformers' `generate`). It also measures the machine (GEMM rate, memory bandwidth) and derives
+the physical floor: prefill FLOPs at the measured GEMM rate + weight bytes read per decoded token at the
+measured bandwidth. Writes JSON and a markdown table.
+
+    python benchmarks/run.py [--presets tiny small] [--dtypes float32 bfloat16] [--batches 1 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import robovla
+from robovla.model.checkpoint import resolve_dtype
+from robovla.quantize import module_bytes, quantize_language_model
+
+INSTRUCTIONS = ["put the red cube in the blue bowl", "push the green cube to the yellow square",
+                "stack the blue cube on the red cube", "move the yellow cylinder next to the green cube"]
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall time of `fn()` in seconds (after one warm-up call)."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+# ------------------------------------------------------------------------------------------------- the machine
+def machine_rates(repeats: int = 5) -> dict:
+    n = 2048
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        seconds = timed(lambda: a @ b, repeats)
+        out[f"gemm_gflops_{str(dtype).removeprefix('torch.')}"] = round(2 * n**3 / seconds / 1e9, 1)
+    big = torch.randn(64 * 2**20 // 4)  # 256 MiB: far larger than the caches
+    seconds = timed(lambda: big.sum(), repeats)
+    out["read_bandwidth_gbs"] = round(big.numel() * 4 / seconds / 1e9, 1)
+    out["threads"] = torch.get_num_threads()
+    out["platform"] = platform.platform()
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- the paths
+def inputs(model: robovla.VLA, batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    size = model.processor.image_config.image_sizes[0]
+    images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(batch)]
+    texts = [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(batch)]
+    return images, texts
+
+
+def our_components(model: robovla.VLA, images, texts, key: str, repeats: int) -> dict:
+    """Prefix and per-token decode latency of robovla's path (one prefix pass, KV cache, last-position head)."""
+    from transformers import DynamicCache
+
+    processor = model.processor
+    prompts = processor.encode_prompts(texts)
+    mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
+    pixel_values = processor.pixel_values(images)
+    lm = model.language_model
+    state = {}
+
+    def prefix():
+        inputs_embeds, m, positions = model.multimodal_inputs(model.embed_patches(pixel_values), prompts.input_ids,
+                                                             mask)
+        cache = DynamicCache(config=lm.config)
+        out = lm(inputs_embeds=inputs_embeds, attention_mask=m, position_ids=positions, cache=cache, use_cache=True,
+                 logits_to_keep=1)
+        state.update(cache=cache, mask=m, position=positions[:, -1:] + 1, token=out.logits[:, -1].argmax(-1))
+
+    def decode_step():
+        m = state["mask"]
+        if m is not None:
+            m = torch.cat([m, m.new_ones((m.shape[0], 1))], dim=1)
+        lm(inputs_embeds=lm.get_input_embeddings()(state["token"][:, None]), attention_mask=m,
+           position_ids=state["position"], cache=state["cache"], use_cache=True, logits_to_keep=1)
+        state["cache"].crop(-1)  # drop the token just added: the cache length stays fixed across repeats
+
+    with torch.inference_mode():
+        prefix_s = timed(prefix, repeats)
+        decode_s = timed(decode_step, repeats)
+        end_to_end = timed(lambda: model.predict(images, texts, key), repeats)
+    return {"prefix_ms": prefix_s * 1e3, "decode_token_ms": decode_s * 1e3, "end_to_end_ms": end_to_end * 1e3}
+
+
+def reference_path(model: robovla.VLA, images, texts, key: str, repeats: int) -> dict:
+    """The reference's way: every ViT block, LM head over all prefill positions, transformers `generate`."""
+    processor = model.processor
+    lm = model.language_model
+    action_dim = processor.normalizer(key).action_dim
+
+    def run_one(image, text):
+        pixel_values = processor.pixel_values([image]).to(model.dtype)
+        features = []
+        for tower, x in zip(model.vision_backbone.towers, torch.split(pixel_values, 3, dim=1)):
+            (feature,) = tower.forward_intermediates(x, indices=[len(tower.blocks) - 2], output_fmt="NLC",
+                                                     intermediates_only=True, stop_early=False)
+            features.append(feature)
+        patches = model.projector(torch.cat(features, dim=2))
+        ids = torch.tensor([processor.prompt_ids(text)])
+        embeds = lm.get_input_embeddings()(ids)
+        inputs_embeds = torch.cat([embeds[:, :1], patches, embeds[:, 1:]], dim=1)
+        return lm.generate(inputs_embeds=inputs_embeds, attention_mask=torch.ones(inputs_embeds.shape[:2],
+                                                                                  dtype=torch.long),
+                           max_new_tokens=action_dim, min_new_tokens=action_dim, do_sample=False, num_beams=1,
+                           logits_to_keep=0, pad_token_id=processor.tokenizer.pad_token_id)
+
+    def run_batch():  # the reference's generate asserts batch size 1: examples go one by one
+        return [run_one(image, text) for image, text in zip(images, texts)]
+
+    with torch.inference_mode():
+        tokens = run_batch()
+        seconds = timed(run_batch, repeats)
+    ours = model.predict(images, texts, key).token_ids
+    agree = float(np.mean([t[0, -action_dim:].tolist() == o.tolist() for t, o in zip(tokens, ours)]))
+    return {"end_to_end_ms": seconds * 1e3, "same_tokens_as_ours": agree}
+
+
+# ---------------------------------------------------------------------------------------------------- floor
+def floor_ms(model: robovla.VLA, batch: int, prompt_tokens: int, rates: dict, dtype: torch.dtype,
+             action_dim: int) -> dict:
+    """Prefill matmul FLOPs at the measured GEMM rate + decode weight bytes at the measured bandwidth."""
+    vision = model.vision_backbone
+    flops = 0.0
+    for tower in vision.towers:
+        used = sum(p.numel() for block in tower.blocks[:-1] for p in block.parameters() if p.dim() == 2)
+        flops += 2 * used * (vision.num_patches + tower.num_prefix_tokens)
+    flops += 2 * sum(p.numel() for p in model.projector.parameters() if p.dim() == 2) * vision.num_patches
+    layers = sum(p.numel() for p in model.language_model.model.layers.parameters() if p.dim() == 2)
+    sequence = 1 + vision.num_patches + prompt_tokens
+    flops += 2 * layers * sequence + 2 * model.language_model.lm_head.weight.numel()  # head: last position only
+    flops *= batch
+    rate = rates["gemm_gflops_bfloat16" if dtype == torch.bfloat16 else "gemm_gflops_float32"] * 1e9
+    decode_bytes = module_bytes(model.language_model.model.layers) + module_bytes(model.language_model.lm_head)
+    decode_s = (action_dim - 1) * decode_bytes / (rates["read_bandwidth_gbs"] * 1e9)
+    return {"prefill_floor_ms": flops / rate * 1e3, "decode_floor_ms": decode_s * 1e3,
+            "floor_ms": (flops / rate + decode_s) * 1e3}
+
+
+# ------------------------------------------------------------------------------------------------------ main
+def build(preset: str, dtype: torch.dtype, quantization: str | None) -> robovla.VLA:
+    stats = {"bench": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}}
+    model = robovla.build_model(preset, dtype=dtype, norm_stats=stats).eval()
+    if quantization:
+        quantize_language_model(model, quantization)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--quantization", nargs="+", default=["none"], help="none, int8, int4")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default="benchmarks/results/inference.json")
+    parser.add_argument("--markdown", default="docs/benchmarks.md")
+    args = parser.parse_args()
+    rates = machine_rates()
+    print(json.dumps(rates), flush=True)
+    rows = []
+    for preset in args.presets:
+        for dtype_name in args.dtypes:
+            dtype = resolve_dtype(dtype_name)
+            for quantization in args.quantization:
+                q = None if quantization == "none" else quantization
+                model = build(preset, dtype, q)
+                for batch in args.batches:
+                    images, texts = inputs(model, batch)
+                    ours = our_components(model, images, texts, "bench", args.repeats)
+                    reference = reference_path(model, images, texts, "bench", max(1, args.repeats // 2))
+                    prompt_tokens = max(len(model.processor.prompt_ids(t)) for t in texts) - 1
+                    floor = floor_ms(model, batch, prompt_tokens, rates, dtype, 7)
+                    row = {
+                        "preset": preset, "dtype": dtype_name, "quantization": quantization, "batch": batch,
+                        "parameters": robovla.parameter_counts(model)["total"],
+                        "llm_weight_mb": round(module_bytes(model.language_model) / 2**20, 1),
+                        **{k: round(v, 2) for k, v in ours.items()},
+                        "actions_per_s": round(batch / ours["end_to_end_ms"] * 1e3, 2),
+                        "reference_end_to_end_ms": round(reference["end_to_end_ms"], 2),
+                        "reference_same_tokens": reference["same_tokens_as_ours"],
+                        "speedup_vs_reference": round(reference["end_to_end_ms"] / ours["end_to_end_ms"], 2),
+                        **{k: round(v, 2) for k, v in floor.items()},
+                        "x_floor": round(ours["end_to_end_ms"] / floor["floor_ms"], 2),
+                    }
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"machine": rates, "results": rows}, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(rates, rows))
+
+
+def markdown(rates: dict, rows: list[dict]) -> str:
+    lines = [
+        "# Inference benchmarks",
+        "",
+        "Made by `make bench` (`benchmarks/run.py`); raw numbers in `benchmarks/results/inference.json`.",
+        f"Machine: {rates['threads']} threads, GEMM {rates['gemm_gflops_float32']} GFLOP/s fp32 / "
+        f"{rates['gemm_gflops_bfloat16']} GFLOP/s bf16, read bandwidth {rates['read_bandwidth_gbs']} GB/s.",
+        "",
+        "`reference` runs the path the reference takes on the same weights: every ViT block, the LM head over",
+        "every prefill position, transformers `generate`, one example at a time (its `generate` refuses batches).",
+        "`floor` = prefill matmul FLOPs at the measured GEMM rate + decode weight bytes at the measured bandwidth.",
+        "",
+        "| preset | dtype | quant | batch | prefix ms | decode ms/token | end-to-end ms | actions/s | reference ms |"
+        " speed-up | floor ms | x floor |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['preset']} | {r['dtype']} | {r['quantization']} | {r['batch']} | {r['prefix_ms']:.1f} | "
+            f"{r['decode_token_ms']:.1f} | {r['end_to_end_ms']:.1f} | {r['actions_per_s']:.1f} | "
+            f"{r['reference_end_to_end_ms']:.1f} | {r['speedup_vs_reference']:.2f}x | {r['floor_ms']:.1f} | "
+            f"{r['x_floor']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
