@@ -21,6 +21,7 @@ STRATEGIES = ("full", "frozen-vision", "sandwich", "last-layer", "lora", "qlora"
 SCHEDULES = ("constant", "warmup-cosine")
 PRECISIONS = ("bf16", "fp32")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
+LORA_INITS = ("gaussian", "default")
 # Keys that may differ between a run and its resumption.
 RESUMABLE_CHANGES = frozenset({"resume", "log_every", "tensorboard", "wandb", "wandb_project", "progress"})
 
@@ -65,7 +66,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, allowed in (("strategy", STRATEGIES), ("schedule", SCHEDULES), ("precision", PRECISIONS),
-                              ("distributed", DISTRIBUTED)):
+                              ("distributed", DISTRIBUTED), ("lora_init", LORA_INITS)):
             if getattr(self, name) not in allowed:
                 raise RobovlaError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(allowed)}")
         for name in ("steps", "batch_size", "grad_accumulation", "log_every", "lora_rank"):
