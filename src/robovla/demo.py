@@ -2,7 +2,8 @@
 
 Loads `assets/policies/tabletop-cpu` (an openvla-7b-layout checkpoint trained by the command in the README),
 rolls it out on seeded scenes of the training suite, prints every episode and the success rate, and saves a
-filmstrip of the first episode. Without a shipped policy it falls back to the random-weight `tiny` preset.
+filmstrip of the first episode. Without a shipped policy it shows the pieces instead: the random-weight `tiny`
+preset saved, reloaded and predicting, and the simulator solved by its scripted expert.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ def filmstrip(frames: list[np.ndarray], path: Path, every: int = 4) -> None:
     Image.fromarray(np.concatenate(picked, axis=1)).save(path)
 
 
-def run_policy_in_sim(policy: robovla.VLA, episodes: int, seed: int, out: Path) -> None:
+def run_policy_in_sim(policy: robovla.VLA | None, episodes: int, seed: int, out: Path) -> None:
+    """Roll `policy` (or, when None, the scripted expert) out on seeded tabletop-train scenes."""
     from robovla.sim import make_env
     from robovla.sim.vector import VectorEnv
 
-    size = policy.processor.image_config.image_sizes[0]
+    size = policy.processor.image_config.image_sizes[0] if policy is not None else 128
     envs = VectorEnv([make_env("tabletop-train", image_size=size) for _ in range(episodes)])
     obs, infos = envs.reset(seeds=[seed + k for k in range(episodes)])
     success = np.zeros(episodes, dtype=bool)
@@ -46,9 +48,12 @@ def run_policy_in_sim(policy: robovla.VLA, episodes: int, seed: int, out: Path) 
         running = np.flatnonzero(~envs.done)
         if running.size == 0:
             break
-        actions = np.zeros((episodes, 7), dtype=np.float32)
-        actions[running] = policy.predict(list(obs["image"][running]), [envs.instructions[k] for k in running],
-                                          "tabletop_default", restrict_to_actions=True).actions
+        if policy is None:
+            actions = envs.expert_actions()
+        else:
+            actions = np.zeros((episodes, 7), dtype=np.float32)
+            actions[running] = policy.predict(list(obs["image"][running]), [envs.instructions[k] for k in running],
+                                              "tabletop_default", restrict_to_actions=True).actions
         calls += 1
         obs, _, _, _, infos = envs.step(actions)
         if not envs.done[0] or len(frames) < 2:
@@ -58,7 +63,8 @@ def run_policy_in_sim(policy: robovla.VLA, episodes: int, seed: int, out: Path) 
     elapsed = time.perf_counter() - start
     for k in range(episodes):
         print(f"  episode {k}: {'success' if success[k] else 'failure'}  {envs.instructions[k]!r}")
-    print(f"success {success.sum()}/{episodes} ({success.mean():.0%}); {calls} batched policy steps in "
+    who = "policy" if policy is not None else "scripted-expert"
+    print(f"success {success.sum()}/{episodes} ({success.mean():.0%}); {calls} batched {who} steps in "
           f"{elapsed:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
     filmstrip(frames, out / "episode0.png")
@@ -66,15 +72,38 @@ def run_policy_in_sim(policy: robovla.VLA, episodes: int, seed: int, out: Path) 
     envs.close()
 
 
+def generated_images(size: int = 224) -> dict[str, np.ndarray]:
+    y, x = np.mgrid[0:size, 0:size]
+    gradient = np.stack([x * 255 // size, y * 255 // size, np.full_like(x, 128)], axis=-1)
+    checker = ((x // 28 + y // 28) % 2)[..., None] * np.array([200, 60, 40])
+    scene = np.full((size, size, 3), (190, 160, 120))
+    scene[60:120, 40:100] = (220, 30, 30)  # a red block
+    scene[130:200, 130:200] = (40, 60, 220)  # a blue bowl
+    return {name: img.astype(np.uint8) for name, img in
+            {"gradient": gradient, "checkerboard": checker, "scene": scene}.items()}
+
+
 def run_random_tiny() -> None:
+    """No shipped policy: build the tiny preset, save and reload it, and predict a batch of actions."""
+    import tempfile
+
     stats = {"demo": {"action": {"q01": [-0.05] * 3 + [-0.2] * 3 + [0.0], "q99": [0.05] * 3 + [0.2] * 3 + [1.0],
                                  "mask": [True] * 6 + [False]}}}
     model = robovla.build_model("tiny", norm_stats=stats)
-    print(f"no shipped policy found: tiny preset with random weights ({robovla.parameter_counts(model)['total']:,} "
-          "parameters)")
-    image = np.zeros((224, 224, 3), np.uint8)
-    image[60:120, 40:100] = (220, 30, 30)
-    print(model.predict_action(image, "put the red block in the blue bowl", restrict_to_actions=True))
+    print(f"robovla demo: no shipped policy yet; tiny preset with random weights "
+          f"({robovla.parameter_counts(model)['total']:,} parameters)")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = robovla.save_pretrained(model, Path(tmp) / "tiny-vla")
+        model = robovla.load_pretrained(folder)
+        print(f"saved and reloaded an openvla-7b-layout checkpoint: {sorted(p.name for p in folder.iterdir())}")
+    images = generated_images()
+    instructions = ["put the red block in the blue bowl", "push the block left", "open the gripper"]
+    start = time.perf_counter()
+    prediction = model.predict(list(images.values()), instructions, "demo", restrict_to_actions=True)
+    with np.printoptions(precision=4, suppress=True, floatmode="fixed"):
+        for name, text, action in zip(images, instructions, prediction.actions):
+            print(f"  {name:<12} {text!r:<38} -> {action}")
+    print(f"batch of {len(instructions)} predicted in {(time.perf_counter() - start) * 1000:.0f} ms on CPU")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     path = shipped_policy_path()
     if not (path / "config.json").exists():
         run_random_tiny()
+        print(f"the simulator with its scripted expert, {args.episodes} seeded tabletop-train episodes:")
+        run_policy_in_sim(None, args.episodes, args.seed, Path(args.out))
         return
     policy = robovla.load_pretrained(path)
     print(f"robovla demo: {path.name} policy, {robovla.parameter_counts(policy)['total']:,} parameters, "
