@@ -85,13 +85,10 @@ def test_padded_forward_loss_equals_per_example(tiny_vla):
         processor.training_example(case_image(c), c["instruction"], np.linspace(-0.02, 0.02, 7), "bridge_orig")
         for c in (CASES[0], CASES[6])
     ]
-    batch = processor.pad_left([e["input_ids"].tolist() for e in examples])
-    labels = torch.full_like(batch.input_ids, -100)
-    for row, e in enumerate(examples):
-        labels[row, -len(e["labels"]) :] = e["labels"]
-    pixel_values = torch.stack([e["pixel_values"] for e in examples])
+    batch = processor.collate(examples)
+    assert batch["attention_mask"] is not None  # the two prompts differ in length
     with torch.no_grad():
-        batched = tiny_vla(pixel_values, batch.input_ids, batch.attention_mask, labels, full_logits=False)
+        batched = tiny_vla(**batch, full_logits=False)
         singles = [
             tiny_vla(e["pixel_values"][None], e["input_ids"][None], labels=e["labels"][None], full_logits=False)
             for e in examples

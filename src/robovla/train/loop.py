@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from robovla.errors import RobovlaError
 from robovla.train.config import TrainConfig
 from robovla.train.data import TrainingData
 from robovla.train.distributed import Distributed
-from robovla.train.metrics import MetricsLogger
+from robovla.train.metrics import MetricsLogger, peak_memory_mb
 from robovla.train.state import (
     TRAINING_CONFIG_FILE,
     latest_checkpoint,
@@ -47,12 +46,6 @@ class TrainSummary:
     final_action_accuracy: float
     final_l1: float
     checkpoint: str | None
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def lr_lambda(config: TrainConfig):
@@ -224,7 +217,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- run
     def run(self) -> TrainSummary:
         config = self.config
-        self.logger.start(self.report, self.dist.world_size, self.step)
+        self.logger.start(self.report, self.dist.world_size, self.step, self.dist.device)
         start, start_step = time.perf_counter(), self.step
         metrics: dict[str, float] = {}
         checkpoint: Path | None = self.resume_from

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from robovla.train.config import TrainConfig
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocations on a GPU, resident set size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 class MetricsLogger:
@@ -33,13 +43,11 @@ class MetricsLogger:
 
             self._wandb = wandb.init(project=config.wandb_project, config=config.to_dict(), dir=str(out))
 
-    def start(self, report, world_size: int, step: int) -> None:
+    def start(self, report, world_size: int, step: int, device: torch.device) -> None:
         if not self.enabled:
             return
-        from robovla.train.loop import peak_memory_mb  # after the model is built: its memory counts
-
         line = (f"{report.line()}; {world_size} process(es); starting at step {step}; "
-                f"peak memory so far {peak_memory_mb(_device()):.0f} MB")
+                f"peak memory so far {peak_memory_mb(device):.0f} MB")
         print(line, file=sys.stderr, flush=True)
         self._write({"event": "start", "step": step, "trainable_parameters": report.trainable,
                      "total_parameters": report.total, "world_size": world_size, "time": time.time()})
@@ -77,9 +85,3 @@ class MetricsLogger:
 
     def _write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
-
-
-def _device():
-    import torch
-
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
