@@ -34,37 +34,21 @@ def filmstrip(frames: list[np.ndarray], path: Path, every: int = 4) -> None:
 
 def run_policy_in_sim(policy: robovla.VLA | None, episodes: int, seed: int, out: Path) -> None:
     """Roll `policy` (or, when None, the scripted expert) out on seeded tabletop-train scenes."""
+    from robovla.eval.rollout import policy_actor, run_episodes
     from robovla.sim import make_env
     from robovla.sim.vector import VectorEnv
 
     size = policy.processor.image_config.image_sizes[0] if policy is not None else 128
     envs = VectorEnv([make_env("tabletop-train", image_size=size) for _ in range(episodes)])
-    obs, infos = envs.reset(seeds=[seed + k for k in range(episodes)])
-    success = np.zeros(episodes, dtype=bool)
-    frames = [obs["image"][0]]
+    obs, _ = envs.reset(seeds=[seed + k for k in range(episodes)])
     start = time.perf_counter()
-    calls = 0
-    for _ in range(envs.max_episode_steps):
-        running = np.flatnonzero(~envs.done)
-        if running.size == 0:
-            break
-        if policy is None:
-            actions = envs.expert_actions()
-        else:
-            actions = np.zeros((episodes, 7), dtype=np.float32)
-            actions[running] = policy.predict(list(obs["image"][running]), [envs.instructions[k] for k in running],
-                                              "tabletop_default", restrict_to_actions=True).actions
-        calls += 1
-        obs, _, _, _, infos = envs.step(actions)
-        if not envs.done[0] or len(frames) < 2:
-            frames.append(obs["image"][0])
-        for k in running:
-            success[k] |= bool(infos[k].get("success"))
+    act = policy_actor(policy, "tabletop_default") if policy is not None else (lambda e, o, r: e.expert_actions())
+    success, length, frames = run_episodes(envs, obs, act, keep_frames_of=0)
     elapsed = time.perf_counter() - start
     for k in range(episodes):
         print(f"  episode {k}: {'success' if success[k] else 'failure'}  {envs.instructions[k]!r}")
     who = "policy" if policy is not None else "scripted-expert"
-    print(f"success {success.sum()}/{episodes} ({success.mean():.0%}); {calls} batched {who} steps in "
+    print(f"success {success.sum()}/{episodes} ({success.mean():.0%}); {length.max()} batched {who} steps in "
           f"{elapsed:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
     filmstrip(frames, out / "episode0.png")

@@ -8,11 +8,46 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from robovla.model.vla import VLA
+from robovla.sim.vector import VectorEnv
+
+
+Actor = Callable[[VectorEnv, dict[str, np.ndarray], np.ndarray], np.ndarray]
+
+
+def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True) -> Actor:
+    """Actions [N, 7] for the running envs from one batched model call (zeros for finished ones)."""
+
+    def act(envs: VectorEnv, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
+        actions = np.zeros((len(envs), 7), dtype=np.float32)
+        actions[running] = model.predict(list(obs["image"][running]), [envs.instructions[k] for k in running],
+                                         unnorm_key, restrict_to_actions=restrict_to_actions).actions
+        return actions
+
+    return act
+
+
+def run_episodes(envs: VectorEnv, obs: dict[str, np.ndarray], act: Actor,
+                 keep_frames_of: int | None = None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Step reset `envs` with `act` until all are done: (success [N], steps [N], frames of one env if asked)."""
+    success = np.zeros(len(envs), dtype=bool)
+    length = np.zeros(len(envs), dtype=int)
+    frames = [obs["image"][keep_frames_of]] if keep_frames_of is not None else []
+    for _ in range(envs.max_episode_steps):
+        running = np.flatnonzero(~envs.done)
+        if running.size == 0:
+            break
+        obs, _, _, _, infos = envs.step(act(envs, obs, running))
+        length[running] += 1
+        if keep_frames_of is not None and keep_frames_of in running:
+            frames.append(obs["image"][keep_frames_of])
+        for k in running:
+            success[k] |= bool(infos[k].get("success", False))
+    return success, length, frames
 
 
 @dataclass
@@ -51,7 +86,6 @@ def evaluate_policy(
 ) -> EvalResult:
     """Success rate of `model` over `episodes` seeded episodes of `suite`."""
     from robovla.sim import get_embodiment, make_env
-    from robovla.sim.vector import VectorEnv
 
     key = unnorm_key or get_embodiment(embodiment).dataset_name
     image_size = model._require_processor().image_config.image_sizes[0]
@@ -68,20 +102,8 @@ def evaluate_policy(
         envs = VectorEnv([make_env(suite, embodiment=embodiment, image_size=image_size) for _ in range(count)])
         obs, infos = envs.reset(seeds=[seed + wave_start + k for k in range(count)])
         families = [info.get("task", "task") for info in infos]
-        success = np.zeros(count, dtype=bool)
-        length = np.zeros(count, dtype=int)
-        for _ in range(envs.max_episode_steps):
-            running = np.flatnonzero(~envs.done)
-            if running.size == 0:
-                break
-            actions = np.zeros((count, 7), dtype=np.float32)
-            prediction = model.predict(list(obs["image"][running]), [envs.instructions[k] for k in running], key,
-                                       restrict_to_actions=restrict_to_actions)
-            actions[running] = prediction.actions
-            obs, _, _, _, infos = envs.step(actions)
-            length[running] += 1
-            for k in running:
-                success[k] |= bool(infos[k].get("success", False))
+        act = policy_actor(model, key, restrict_to_actions)
+        success, length, _ = run_episodes(envs, obs, act)
         envs.close()
         for family, ok, n in zip(families, success, length):
             per_family[family][0] += int(ok)
