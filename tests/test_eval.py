@@ -13,7 +13,9 @@ from robovla.eval import evaluate_policy
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
     stats = {"tabletop_default": {"action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0] * 6 + [1.0],
-                                             "mask": [True] * 6 + [False]}}}
+                                             "mask": [True] * 6 + [False]},
+                                  "proprio": {"q01": [-0.2, -0.13, 0.0, -0.01, -0.01, -1.2, 0.0],
+                                              "q99": [0.2, 0.13, 0.18, 0.01, 0.01, 1.2, 1.0]}}}
     model = robovla.build_model("tabletop-cpu", norm_stats=stats, seed=1)
     folder = robovla.save_pretrained(model, tmp_path_factory.mktemp("ckpt") / "policy")
     return model, folder

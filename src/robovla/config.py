@@ -145,6 +145,11 @@ class VLAConfig:
         """The base vocabulary whose last `n_action_bins` ids are the action tokens (32000 for openvla-7b)."""
         return self.text_config.vocab_size - self.pad_to_multiple_of
 
+    @property
+    def uses_proprio(self) -> bool:
+        """Whether prompts carry the robot state as tokens (robovla's extension; the reference reads images only)."""
+        return bool(self.extra.get("robovla_proprio", False))
+
     def backbone_kwargs(self, index: int) -> dict[str, Any]:
         if self.timm_override_kwargs is None:
             return {}
@@ -223,7 +228,10 @@ def _small() -> VLAConfig:
 
 def _tabletop_cpu() -> VLAConfig:
     """~6M parameters, trainable on a 2-core CPU: 128 px images in 16 px patches (64 patch tokens), two narrow
-    towers, a 256-wide 4-layer Llama and the small tabletop tokenizer (768 base ids, actions 512..767)."""
+    towers, a 256-wide 4-layer Llama and the small tabletop tokenizer (768 base ids, actions 512..767).
+
+    Its prompts also carry the robot state as tokens: from-scratch towers this small learn to find the objects,
+    but not the thin gripper to the centimetre a grasp needs."""
     return VLAConfig(
         timm_override_kwargs=[
             {"embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 16},
@@ -234,7 +242,7 @@ def _tabletop_cpu() -> VLAConfig:
             vocab_size=832, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
             pad_token_id=768, max_position_embeddings=512,
         ),
-        extra={"robovla_tokenizer": "tabletop-small"},
+        extra={"robovla_tokenizer": "tabletop-small", "robovla_proprio": True},
     )
 
 

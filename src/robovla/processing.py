@@ -20,7 +20,7 @@ from PIL import Image
 from robovla.config import VLAConfig
 from robovla.errors import RobovlaError
 from robovla.model.action_tokenizer import ActionTokenizer
-from robovla.model.normalization import ActionNormalizer
+from robovla.model.normalization import ActionNormalizer, resolve_unnorm_key
 
 IGNORE_INDEX = -100
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
@@ -240,12 +240,14 @@ class VLAProcessor:
         tokenizer: TextTokenizer,
         action_tokenizer: ActionTokenizer,
         norm_stats: dict[str, Any] | None,
+        uses_proprio: bool = False,
     ) -> None:
         self.image_config = image_config
         self.image_transform = ImageTransform(image_config)
         self.tokenizer = tokenizer
         self.action_tokenizer = action_tokenizer
         self.norm_stats = norm_stats or {}
+        self.uses_proprio = uses_proprio
 
     @classmethod
     def for_model(cls, config: VLAConfig, tokenizer: TextTokenizer, image_config: ImageProcessorConfig | None = None):
@@ -254,14 +256,39 @@ class VLAProcessor:
             tokenizer,
             ActionTokenizer(config.action_vocab_size, config.n_action_bins),
             config.norm_stats,
+            uses_proprio=config.uses_proprio,
         )
 
     def normalizer(self, unnorm_key: str | None) -> ActionNormalizer:
         return ActionNormalizer.from_norm_stats(self.norm_stats, unnorm_key)
 
-    def prompt_ids(self, instruction: str) -> list[int]:
-        """BOS + prompt + the word-boundary token the reference appends before generating."""
+    def proprio_ids(self, proprio: Any, unnorm_key: str | None) -> list[int]:
+        """The robot state as tokens: normalised with the dataset's proprio q01/q99, binned like actions."""
+        key = resolve_unnorm_key(self.norm_stats, unnorm_key)
+        stats = self.norm_stats[key].get("proprio")
+        if not stats:
+            raise RobovlaError(f"norm_stats[{key!r}] has no proprio statistics, but this model reads the robot state")
+        # a state dim that never varies in the data (a fixed tilt) passes raw instead of dividing by ~0
+        spread = np.asarray(stats["q99"], dtype=np.float64) - np.asarray(stats["q01"], dtype=np.float64)
+        normalizer = ActionNormalizer({"q01": stats["q01"], "q99": stats["q99"], "mask": (spread > 1e-6).tolist()})
+        state = np.asarray(proprio, dtype=np.float64)
+        if state.shape != (normalizer.action_dim,):
+            raise RobovlaError(
+                f"proprio must be a vector of {normalizer.action_dim} numbers for {key!r}, got shape {tuple(state.shape)}"
+            )
+        if not np.isfinite(state).all():
+            raise RobovlaError("proprio has NaN or infinite values")
+        return self.action_tokenizer.encode(normalizer.normalize(state)).tolist()
+
+    def prompt_ids(self, instruction: str, proprio: Any = None, unnorm_key: str | None = None) -> list[int]:
+        """BOS + prompt (+ state tokens when the model reads proprio) + the word-boundary token before actions."""
         ids = self.tokenizer.encode(build_prompt(instruction))
+        if self.uses_proprio:
+            if proprio is None:
+                raise RobovlaError("this model reads the robot state: pass proprio (the observation's state vector)")
+            if ids[-1] == self.tokenizer.space_token_id:
+                ids.pop()
+            ids += self.proprio_ids(proprio, unnorm_key)
         if ids[-1] != self.tokenizer.space_token_id:
             ids.append(self.tokenizer.space_token_id)
         return ids
@@ -276,8 +303,13 @@ class VLAProcessor:
             mask[row, length - len(seq) :] = 1
         return PromptBatch(ids, mask)
 
-    def encode_prompts(self, instructions: Sequence[str]) -> PromptBatch:
-        return self.pad_left([self.prompt_ids(text) for text in instructions])
+    def encode_prompts(
+        self, instructions: Sequence[str], proprio: Sequence[Any] | None = None, unnorm_key: str | None = None
+    ) -> PromptBatch:
+        if proprio is not None and len(proprio) != len(instructions):
+            raise RobovlaError(f"got {len(proprio)} proprio vectors but {len(instructions)} instructions")
+        states = list(proprio) if proprio is not None else [None] * len(instructions)
+        return self.pad_left([self.prompt_ids(text, state, unnorm_key) for text, state in zip(instructions, states)])
 
     def pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
         return self.image_transform.batch(images)
@@ -286,11 +318,13 @@ class VLAProcessor:
         """[B, action_dim] generated ids -> unnormalised float64 actions."""
         return self.normalizer(unnorm_key).unnormalize(self.action_tokenizer.decode(token_ids))
 
-    def training_example(self, image: Any, instruction: str, action: np.ndarray, unnorm_key: str | None) -> dict:
+    def training_example(
+        self, image: Any, instruction: str, action: np.ndarray, unnorm_key: str | None, proprio: Any = None
+    ) -> dict:
         """One supervised example: prompt + "▁" + action tokens + EOS; only action tokens and EOS are labelled."""
         normalized = self.normalizer(unnorm_key).normalize(np.asarray(action))
         action_ids = self.action_tokenizer.encode(normalized).tolist()
-        input_ids = self.prompt_ids(instruction) + action_ids + [self.tokenizer.eos_token_id]
+        input_ids = self.prompt_ids(instruction, proprio, unnorm_key) + action_ids + [self.tokenizer.eos_token_id]
         labels = [IGNORE_INDEX] * (len(input_ids) - len(action_ids) - 1) + action_ids + [self.tokenizer.eos_token_id]
         return {
             "pixel_values": self.image_transform(image),

@@ -25,7 +25,8 @@ def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True) 
     def act(envs: VectorEnv, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
         actions = np.zeros((len(envs), 7), dtype=np.float32)
         actions[running] = model.predict(list(obs["image"][running]), [envs.instructions[k] for k in running],
-                                         unnorm_key, restrict_to_actions=restrict_to_actions).actions
+                                         unnorm_key, restrict_to_actions=restrict_to_actions,
+                                         proprio=list(obs["proprio"][running])).actions
         return actions
 
     return act

@@ -229,14 +229,19 @@ class VLA(nn.Module):
         unnorm_key: str | None = None,
         return_token_ids: bool = False,
         restrict_to_actions: bool = False,
+        proprio: Any = None,
     ):
         """Image(s) + instruction(s) -> unnormalised action(s).
 
         One image (HxWx3 uint8 array or PIL image) and one string give a [action_dim] array; lists give
         [B, action_dim]. With return_token_ids=True the generated ids come back too: (actions, token_ids).
+        Models trained with the robot state (`config.uses_proprio`) also need `proprio`: one vector, or one per image.
         """
-        prediction = self.predict(images, instructions, unnorm_key, restrict_to_actions=restrict_to_actions)
         single = isinstance(instructions, str)
+        if single and proprio is not None:
+            proprio = [proprio]
+        prediction = self.predict(images, instructions, unnorm_key, restrict_to_actions=restrict_to_actions,
+                                  proprio=proprio)
         actions = prediction.actions[0] if single else prediction.actions
         token_ids = prediction.token_ids[0] if single else prediction.token_ids
         return (actions, token_ids) if return_token_ids else actions
@@ -247,11 +252,12 @@ class VLA(nn.Module):
         instructions: str | Sequence[str],
         unnorm_key: str | None = None,
         restrict_to_actions: bool = False,
+        proprio: Sequence[Any] | None = None,
     ) -> ActionPrediction:
         processor = self._require_processor()
         image_list, instruction_list = _as_batch(images, instructions)
         normalizer = processor.normalizer(unnorm_key)  # validates the key before any compute
-        prompts = processor.encode_prompts(instruction_list)
+        prompts = processor.encode_prompts(instruction_list, proprio if processor.uses_proprio else None, unnorm_key)
         pixel_values = processor.pixel_values(image_list)
         mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
         token_ids = self.generate_action_tokens(

@@ -14,12 +14,13 @@ from PIL import Image
 
 from robovla.errors import RobovlaError
 from robovla.model.normalization import resolve_unnorm_key
-from robovla.processing import build_prompt, to_pil_rgb
+from robovla.processing import VLAProcessor, build_prompt, to_pil_rgb
 from robovla.serve.errors import RequestError
 
 IMAGE_KEYS = ("image", "observation/image")
 INSTRUCTION_KEYS = ("instruction", "prompt")
 UNNORM_KEY = "unnorm_key"
+PROPRIO_KEYS = ("proprio", "state", "observation/state")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Observation:
     image: Image.Image
     instruction: str
     unnorm_key: str  # resolved: never None, always one of the checkpoint's datasets
+    proprio: np.ndarray | None = None  # the robot state, for models that read it
 
 
 def _first(payload: dict[str, Any], keys: tuple[str, ...], where: str) -> Any:
@@ -37,9 +39,13 @@ def _first(payload: dict[str, Any], keys: tuple[str, ...], where: str) -> Any:
 
 
 def parse_observation(
-    payload: Any, norm_stats: dict[str, Any], max_image_side: int, where: str = ""
+    payload: Any, norm_stats: dict[str, Any], max_image_side: int, where: str = "",
+    processor: VLAProcessor | None = None,
 ) -> Observation:
-    """Validate `{image, instruction, unnorm_key?}`; `where` prefixes field names (e.g. `observations[2].`)."""
+    """Validate `{image, instruction, unnorm_key?, proprio?}`; `where` prefixes field names (`observations[2].`).
+
+    `proprio` is required, and checked against the statistics, when `processor` belongs to a model that reads it.
+    """
     if not isinstance(payload, dict):
         raise RequestError(400, f"an observation must be a JSON object (a msgpack map), got {type(payload).__name__}",
                            where.rstrip(".") or "body")
@@ -57,7 +63,15 @@ def parse_observation(
     pil = _checked(where + "image", to_pil_rgb, image)
     _checked(where + "instruction", build_prompt, instruction)
     key = _checked(where + UNNORM_KEY, resolve_unnorm_key, norm_stats, unnorm_key)
-    return Observation(pil, instruction, key)
+    proprio = None
+    if processor is not None and processor.uses_proprio:
+        raw = _first(payload, PROPRIO_KEYS, where)
+        try:
+            proprio = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise RequestError(400, "proprio must be a vector of numbers", where + PROPRIO_KEYS[0]) from None
+        _checked(where + PROPRIO_KEYS[0], processor.proprio_ids, proprio, key)
+    return Observation(pil, instruction, key, proprio)
 
 
 def _checked(field: str, check: Any, *args: Any) -> Any:

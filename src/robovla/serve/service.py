@@ -37,7 +37,7 @@ class PolicyService:
             await self._batcher.stop()
 
     def parse(self, payload: Any, where: str = "") -> Observation:
-        return parse_observation(payload, self.vla.norm_stats, self.config.max_image_side, where)
+        return parse_observation(payload, self.vla.norm_stats, self.config.max_image_side, where, self.vla.processor)
 
     async def act(self, observations: Sequence[Observation]) -> list[BatchedAction]:
         """Queue the observations and wait for their actions; cancelling this drops them from the queue."""
@@ -46,8 +46,9 @@ class PolicyService:
 
     def _predict(self, observations: Sequence[Observation]) -> np.ndarray:
         """Runs in the batcher's worker thread; all observations share one unnorm_key."""
+        proprio = [o.proprio for o in observations] if self.vla.processor.uses_proprio else None
         prediction = self.vla.predict([o.image for o in observations], [o.instruction for o in observations],
-                                      observations[0].unnorm_key)
+                                      observations[0].unnorm_key, proprio=proprio)
         return prediction.actions
 
 
