@@ -17,6 +17,7 @@ from torch import nn
 
 from robovla.config import VLAConfig
 from robovla.errors import RobovlaError
+from robovla.model.decoding import StaticCacheDecoder, frozen_weights
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone
 from robovla.processing import IGNORE_INDEX, VLAProcessor
@@ -54,6 +55,9 @@ class VLA(nn.Module):
         )
         self.language_model = _build_language_model(config)
         self.processor = processor
+        self._compiled_decoding = False
+        self._compiled_vision = None
+        self._decoder: StaticCacheDecoder | None = None  # built on first use, for the current language model
 
     # ---------------------------------------------------------------------------------------------- basics
     @property
@@ -88,6 +92,14 @@ class VLA(nn.Module):
     def embed_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, 3k, H, W] -> projected patch embeddings [B, N, hidden]."""
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        if self._compiled_decoding and not torch.is_grad_enabled():
+            if self._compiled_vision is None:
+                self._compiled_vision = torch.compile(self._project_patches)
+            with frozen_weights():
+                return self._compiled_vision(pixel_values)
+        return self._project_patches(pixel_values)
+
+    def _project_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.projector(self.vision_backbone(pixel_values))
 
     def multimodal_inputs(
@@ -183,44 +195,28 @@ class VLA(nn.Module):
         restrict_to_actions: bool = False,
         step_logits: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Greedy decoding of `num_tokens` ids with a KV cache: one prefix pass, then one token per step.
+        """Greedy decoding of `num_tokens` ids: one prefix pass, then one token per step on a static KV cache.
 
         If `step_logits` is a list, each step's full-vocabulary logits [B, V] (float32) are appended to it.
         """
-        from transformers import DynamicCache
-
         patches = self.embed_patches(pixel_values)
         inputs, mask, position_ids = self.multimodal_inputs(patches, input_ids, attention_mask)
-        cache = DynamicCache(config=self.language_model.config)
-        lm = self.language_model
         first_action = self.config.action_vocab_size - self.config.n_action_bins
-        generated = []
-        next_position = position_ids[:, -1:] + 1
-        for step in range(num_tokens):
-            out = lm(
-                inputs_embeds=inputs,
-                attention_mask=mask,
-                position_ids=position_ids,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            logits = out.logits[:, -1].float()
-            if step_logits is not None:
-                step_logits.append(logits)
-            if restrict_to_actions:
-                token = logits[:, first_action : self.config.action_vocab_size].argmax(dim=-1) + first_action
-            else:
-                token = logits.argmax(dim=-1)
-            generated.append(token)
-            if step + 1 == num_tokens:
-                break
-            inputs = lm.get_input_embeddings()(token[:, None])
-            position_ids = next_position
-            next_position = next_position + 1
-            if mask is not None:
-                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        return torch.stack(generated, dim=1)
+        token_range = (first_action, self.config.action_vocab_size) if restrict_to_actions else None
+        if self._decoder is None or self._decoder.lm is not self.language_model:
+            self._decoder = StaticCacheDecoder(self.language_model, compile=self._compiled_decoding)
+        return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits)
+
+    def compile_inference(self, enabled: bool = True) -> "VLA":
+        """Decode with a torch.compile'd step (inductor, weights frozen into pre-packed layouts).
+
+        The first prediction per batch size and prompt-length bucket compiles (seconds); later ones run the
+        compiled step. Greedy tokens stay those of the eager path. For inference only: weights are baked in.
+        """
+        self._compiled_decoding = enabled
+        self._decoder = None
+        self._compiled_vision = None
+        return self
 
     def predict_action(
         self,

@@ -1,0 +1,161 @@
+"""Greedy action decoding over a Llama's own modules with a preallocated KV cache.
+
+transformers' generic path grows its cache by concatenation and rebuilds masks every step; an action is only
+~7 tokens after a ~300-token prefix, so those costs are a large share of the decode time. Here the cache is
+allocated once for prefix + actions, each step writes one slot in place, and single-query attention is two
+small matmuls. The norms, projections, rotary tables and MLPs are the model's own modules, so the numbers match
+the transformers path (the conformance tests hold both to the reference's logits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+
+CAPACITY_MULTIPLE = 32
+
+
+@contextlib.contextmanager
+def frozen_weights(enabled: bool = True):
+    """Let inductor treat the weights as constants (pre-packed GEMM layouts); only while compiling steps."""
+    if not enabled:
+        yield
+        return
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(freezing=True):
+        yield
+
+
+class StaticCacheDecoder:
+    """Prefix pass + one in-place cache slot per generated token, for a `LlamaForCausalLM`."""
+
+    def __init__(self, language_model, compile: bool = False) -> None:
+        self.lm = language_model
+        self.compile = compile
+        self._compiled_fns: dict[str, object] = {}
+        config = language_model.config
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads or config.num_attention_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+
+    def _project(self, layer, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        attn = layer.self_attn
+        shape = (*hidden.shape[:-1], -1, self.head_dim)
+        q = attn.q_proj(hidden).view(shape).transpose(1, 2)
+        k = attn.k_proj(hidden).view(shape).transpose(1, 2)
+        v = attn.v_proj(hidden).view(shape).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        return q, k, v
+
+    def _finish_layer(self, layer, residual: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        batch, _, length, _ = attended.shape
+        hidden = residual + layer.self_attn.o_proj(attended.transpose(1, 2).reshape(batch, length, -1))
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+    def _prefill(self, inputs_embeds, cos, sin, keys, values, prefix_mask) -> torch.Tensor:
+        """The prefix through every layer, filling the first slots of the cache."""
+        length = inputs_embeds.shape[1]
+        hidden = inputs_embeds
+        for index, layer in enumerate(self.lm.model.layers):
+            q, k, v = self._project(layer, layer.input_layernorm(hidden), cos, sin)
+            keys[index][:, :, :length] = k
+            values[index][:, :, :length] = v
+            attended = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=prefix_mask, is_causal=prefix_mask is None, scale=self.scaling,
+                enable_gqa=self.num_kv_heads != self.num_heads,
+            )
+            hidden = self._finish_layer(layer, hidden, attended)
+        return hidden
+
+    def _step(self, embeds, cos, sin, keys, values, key_bias, slot_index) -> torch.Tensor:
+        """One token through every layer: write its cache slot, attend over the whole (masked) cache.
+
+        Shapes never change between steps (the cache is attended in full; unwritten slots are masked), so a
+        compiled version of this function is built once per batch size and cache length.
+        """
+        batch = embeds.shape[0]
+        groups = self.num_heads // self.num_kv_heads
+        hidden = embeds
+        for index, layer in enumerate(self.lm.model.layers):
+            q, k, v = self._project(layer, layer.input_layernorm(hidden), cos, sin)
+            keys[index].index_copy_(2, slot_index, k)
+            values[index].index_copy_(2, slot_index, v)
+            # grouped heads: [B, KVH, groups, D] queries against [B, KVH, S, D] keys, softmax in float32
+            query = q.float().reshape(batch, self.num_kv_heads, groups, self.head_dim)
+            scores = torch.matmul(query, keys[index].float().transpose(-1, -2)) * self.scaling + key_bias
+            attended = torch.matmul(scores.softmax(dim=-1), values[index].float()).to(hidden.dtype)
+            hidden = self._finish_layer(layer, hidden, attended.reshape(batch, self.num_heads, 1, self.head_dim))
+        return self._logits(hidden)
+
+    def _compiled(self, name: str):
+        if name not in self._compiled_fns:
+            self._compiled_fns[name] = torch.compile(getattr(self, "_" + name))
+        return self._compiled_fns[name]
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm.lm_head(self.lm.model.norm(hidden[:, -1:]))[:, -1].float()
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        num_tokens: int,
+        token_range: tuple[int, int] | None = None,
+        step_logits: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Greedy ids [B, num_tokens]; `token_range` (lo, hi) restricts the argmax to ids lo..hi-1."""
+        model = self.lm.model
+        batch, length, _ = inputs_embeds.shape
+        # rounded up so prompts of similar length share one compiled step
+        capacity = -(-(length + num_tokens) // CAPACITY_MULTIPLE) * CAPACITY_MULTIPLE
+        dtype, device = inputs_embeds.dtype, inputs_embeds.device
+        cache_shape = (batch, self.num_kv_heads, capacity, self.head_dim)
+        # zeros, not empty: masked slots get probability 0, and 0 * NaN garbage would still be NaN
+        keys = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in model.layers]
+        values = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in model.layers]
+        # additive key mask over the whole cache: padding and not-yet-written slots stay -inf
+        key_bias = torch.full((batch, 1, 1, capacity), float("-inf"), dtype=torch.float32, device=device)
+        key_bias[..., :length] = 0.0 if attention_mask is None else torch.where(
+            attention_mask[:, None, None, :].bool(), 0.0, float("-inf"))
+
+        # ---- prefix: one pass, causal (+ padding) attention
+        prefix_mask = None
+        if attention_mask is not None:
+            causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+            prefix_mask = causal[None, None] & attention_mask[:, None, None, :].bool()
+        cos, sin = model.rotary_emb(inputs_embeds, position_ids)
+        prefill_fn = self._compiled("prefill") if self.compile else self._prefill
+        with frozen_weights(self.compile):
+            hidden = prefill_fn(inputs_embeds, cos, sin, keys, values, prefix_mask)
+
+        generated = []
+        position = position_ids[:, -1:] + 1
+        step_fn = self._compiled("step") if self.compile else self._step
+        logits = self._logits(hidden)
+        for step in range(num_tokens):
+            if step_logits is not None:
+                step_logits.append(logits)
+            if token_range is None:
+                token = logits.argmax(dim=-1)
+            else:
+                token = logits[:, token_range[0] : token_range[1]].argmax(dim=-1) + token_range[0]
+            generated.append(token)
+            if step + 1 == num_tokens:
+                break
+            slot = length + step
+            key_bias[..., slot] = 0.0
+            embeds = self.lm.get_input_embeddings()(token[:, None])
+            cos, sin = model.rotary_emb(embeds, position)
+            slot_index = torch.tensor([slot], device=device)
+            with frozen_weights(self.compile):
+                logits = step_fn(embeds, cos, sin, keys, values, key_bias, slot_index)
+            position = position + 1
+        return torch.stack(generated, dim=1)
