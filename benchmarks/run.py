@@ -67,36 +67,20 @@ def inputs(model: robovla.VLA, batch: int, seed: int = 0):
 
 
 def our_components(model: robovla.VLA, images, texts, key: str, repeats: int) -> dict:
-    """Prefix and per-token decode latency of robovla's path (one prefix pass, KV cache, last-position head)."""
-    from transformers import DynamicCache
-
+    """robovla's path: prefix latency (vision + projector + LLM prefill + first token), per-token decode latency
+    (the rest of the 7 tokens, on the static KV cache) and end to end (`predict`, preprocessing included)."""
     processor = model.processor
     prompts = processor.encode_prompts(texts)
     mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
     pixel_values = processor.pixel_values(images)
-    lm = model.language_model
-    state = {}
-
-    def prefix():
-        inputs_embeds, m, positions = model.multimodal_inputs(model.embed_patches(pixel_values), prompts.input_ids,
-                                                             mask)
-        cache = DynamicCache(config=lm.config)
-        out = lm(inputs_embeds=inputs_embeds, attention_mask=m, position_ids=positions, cache=cache, use_cache=True,
-                 logits_to_keep=1)
-        state.update(cache=cache, mask=m, position=positions[:, -1:] + 1, token=out.logits[:, -1].argmax(-1))
-
-    def decode_step():
-        m = state["mask"]
-        if m is not None:
-            m = torch.cat([m, m.new_ones((m.shape[0], 1))], dim=1)
-        lm(inputs_embeds=lm.get_input_embeddings()(state["token"][:, None]), attention_mask=m,
-           position_ids=state["position"], cache=state["cache"], use_cache=True, logits_to_keep=1)
-        state["cache"].crop(-1)  # drop the token just added: the cache length stays fixed across repeats
+    action_dim = processor.normalizer(key).action_dim
 
     with torch.inference_mode():
-        prefix_s = timed(prefix, repeats)
-        decode_s = timed(decode_step, repeats)
+        prefix_s = timed(lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, 1), repeats)
+        tokens_s = timed(lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, action_dim),
+                         repeats)
         end_to_end = timed(lambda: model.predict(images, texts, key), repeats)
+    decode_s = max(tokens_s - prefix_s, 0.0) / (action_dim - 1)
     return {"prefix_ms": prefix_s * 1e3, "decode_token_ms": decode_s * 1e3, "end_to_end_ms": end_to_end * 1e3}
 
 
@@ -128,9 +112,7 @@ def reference_path(model: robovla.VLA, images, texts, key: str, repeats: int) ->
     with torch.inference_mode():
         tokens = run_batch()
         seconds = timed(run_batch, repeats)
-    ours = model.predict(images, texts, key).token_ids
-    agree = float(np.mean([t[0, -action_dim:].tolist() == o.tolist() for t, o in zip(tokens, ours)]))
-    return {"end_to_end_ms": seconds * 1e3, "same_tokens_as_ours": agree}
+    return {"end_to_end_ms": seconds * 1e3, "tokens": np.stack([t[0, -action_dim:].numpy() for t in tokens])}
 
 
 # ---------------------------------------------------------------------------------------------------- floor
@@ -169,6 +151,8 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--quantization", nargs="+", default=["none"], help="none, int8, int4")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--modes", nargs="+", default=["eager", "compiled"],
+                        help="eager, and/or compiled (VLA.compile_inference: torch.compile with frozen weights)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default="benchmarks/results/inference.json")
     parser.add_argument("--markdown", default="docs/benchmarks.md")
@@ -184,24 +168,28 @@ def main() -> None:
                 model = build(preset, dtype, q)
                 for batch in args.batches:
                     images, texts = inputs(model, batch)
-                    ours = our_components(model, images, texts, "bench", args.repeats)
                     reference = reference_path(model, images, texts, "bench", max(1, args.repeats // 2))
                     prompt_tokens = max(len(model.processor.prompt_ids(t)) for t in texts) - 1
                     floor = floor_ms(model, batch, prompt_tokens, rates, dtype, 7)
-                    row = {
-                        "preset": preset, "dtype": dtype_name, "quantization": quantization, "batch": batch,
-                        "parameters": robovla.parameter_counts(model)["total"],
-                        "llm_weight_mb": round(module_bytes(model.language_model) / 2**20, 1),
-                        **{k: round(v, 2) for k, v in ours.items()},
-                        "actions_per_s": round(batch / ours["end_to_end_ms"] * 1e3, 2),
-                        "reference_end_to_end_ms": round(reference["end_to_end_ms"], 2),
-                        "reference_same_tokens": reference["same_tokens_as_ours"],
-                        "speedup_vs_reference": round(reference["end_to_end_ms"] / ours["end_to_end_ms"], 2),
-                        **{k: round(v, 2) for k, v in floor.items()},
-                        "x_floor": round(ours["end_to_end_ms"] / floor["floor_ms"], 2),
-                    }
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    for mode in args.modes:
+                        model.compile_inference(mode == "compiled")
+                        ours = our_components(model, images, texts, "bench", args.repeats)
+                        same = float(np.mean(model.predict(images, texts, "bench").token_ids == reference["tokens"]))
+                        row = {
+                            "preset": preset, "dtype": dtype_name, "quantization": quantization, "batch": batch,
+                            "mode": mode, "parameters": robovla.parameter_counts(model)["total"],
+                            "llm_weight_mb": round(module_bytes(model.language_model) / 2**20, 1),
+                            **{k: round(v, 2) for k, v in ours.items()},
+                            "actions_per_s": round(batch / ours["end_to_end_ms"] * 1e3, 2),
+                            "reference_end_to_end_ms": round(reference["end_to_end_ms"], 2),
+                            "same_tokens_as_reference": round(same, 4),
+                            "speedup_vs_reference": round(reference["end_to_end_ms"] / ours["end_to_end_ms"], 2),
+                            **{k: round(v, 2) for k, v in floor.items()},
+                            "x_floor": round(ours["end_to_end_ms"] / floor["floor_ms"], 2),
+                        }
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+                    model.compile_inference(False)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": rates, "results": rows}, indent=2) + "\n")
     if args.markdown:
@@ -220,16 +208,16 @@ def markdown(rates: dict, rows: list[dict]) -> str:
         "every prefill position, transformers `generate`, one example at a time (its `generate` refuses batches).",
         "`floor` = prefill matmul FLOPs at the measured GEMM rate + decode weight bytes at the measured bandwidth.",
         "",
-        "| preset | dtype | quant | batch | prefix ms | decode ms/token | end-to-end ms | actions/s | reference ms |"
-        " speed-up | floor ms | x floor |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| preset | dtype | quant | batch | mode | prefix ms | decode ms/token | end-to-end ms | actions/s |"
+        " reference ms | speed-up | same tokens | floor ms | x floor |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['preset']} | {r['dtype']} | {r['quantization']} | {r['batch']} | {r['prefix_ms']:.1f} | "
-            f"{r['decode_token_ms']:.1f} | {r['end_to_end_ms']:.1f} | {r['actions_per_s']:.1f} | "
-            f"{r['reference_end_to_end_ms']:.1f} | {r['speedup_vs_reference']:.2f}x | {r['floor_ms']:.1f} | "
-            f"{r['x_floor']:.2f} |"
+            f"| {r['preset']} | {r['dtype']} | {r['quantization']} | {r['batch']} | {r['mode']} | "
+            f"{r['prefix_ms']:.1f} | {r['decode_token_ms']:.1f} | {r['end_to_end_ms']:.1f} | {r['actions_per_s']:.1f} | "
+            f"{r['reference_end_to_end_ms']:.1f} | {r['speedup_vs_reference']:.2f}x | "
+            f"{r['same_tokens_as_reference']:.0%} | {r['floor_ms']:.1f} | {r['x_floor']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -88,6 +88,7 @@ def test_server_requires_and_uses_the_state(model):
 
     config = ServerConfig(max_wait_ms=1.0)
     with BackgroundServer(create_app(model, config, "tiny-proprio"), config) as server:
+        assert httpx.get(f"{server.url}/metadata", timeout=30).json()["proprio_required"] is True
         body = {"image": picture(5), "instruction": "push the cube"}
         missing = httpx.post(f"{server.url}/act", content=json_numpy.dumps(body), timeout=60)
         assert missing.status_code == 400 and missing.json()["field"] == "proprio", missing.text
@@ -97,3 +98,21 @@ def test_server_requires_and_uses_the_state(model):
         assert ok.status_code == 200, ok.text
         np.testing.assert_allclose(json_numpy.loads(ok.text),
                                    model.predict_action(picture(5), "push the cube", proprio=STATE), atol=1e-6)
+
+
+def test_predict_cli_reads_the_state(model, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from robovla.cli import main
+
+    folder = robovla.save_pretrained(model, tmp_path / "ckpt")
+    frame = tmp_path / "frame.png"
+    Image.fromarray(picture(6)).save(frame)
+    args = ["predict", "--checkpoint", str(folder), "--image", str(frame), "--instruction", "push the cube"]
+    assert main(args) == 2 and "pass proprio" in capsys.readouterr().err
+    assert main(args + ["--proprio", "1,x"]) == 2 and "comma-separated numbers" in capsys.readouterr().err
+    assert main(args + ["--proprio", ",".join(map(str, STATE)), "--json"]) == 0
+    action = json.loads(capsys.readouterr().out)["action"]
+    np.testing.assert_allclose(action, model.predict_action(picture(6), "push the cube", proprio=STATE), atol=1e-6)

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-envs", type=int, default=25, help="environments stepped together")
     parser.add_argument("--full-vocabulary", action="store_true",
                         help="greedy over the whole vocabulary (reference semantics) instead of the action tokens")
+    parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model's inference path")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -32,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.suite not in list_suites():
         raise RobovlaError(f"unknown suite {args.suite!r}; valid: {', '.join(list_suites())}")
-    model = robovla.load_pretrained(args.checkpoint)
+    model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype)
+    if args.compile:
+        model.compile_inference()
     result = evaluate_policy(model, args.suite, args.episodes, args.seed, args.embodiment, args.unnorm_key,
                              args.num_envs, restrict_to_actions=not args.full_vocabulary, progress=not args.json)
     print(json.dumps(result.to_dict()) if args.json else result.line())

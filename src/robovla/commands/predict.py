@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", required=True, help='e.g. "put the red cube in the blue bowl"')
     parser.add_argument("--unnorm-key", default=None, help="dataset whose statistics unnormalise the action")
     parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
+    parser.add_argument("--proprio", default=None,
+                        help="robot state as comma-separated numbers (models trained with proprio need it)")
     parser.add_argument("--json", action="store_true", help="print JSON with action and action_token_ids")
 
 
@@ -27,8 +29,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.instruction.strip():
         raise RobovlaError("--instruction is empty")
     images = [robovla.load_image_file(path) for path in args.image]
+    proprio = None
+    if args.proprio is not None:
+        try:
+            state = [float(x) for x in args.proprio.split(",")]
+        except ValueError:
+            raise RobovlaError(f"--proprio must be comma-separated numbers, got {args.proprio!r}") from None
+        proprio = [state] * len(images)
     model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype)
-    prediction = model.predict(images, [args.instruction] * len(images), args.unnorm_key)
+    prediction = model.predict(images, [args.instruction] * len(images), args.unnorm_key, proprio=proprio)
     if args.json:
         rows = [
             {"image": path, "action": action.tolist(), "action_token_ids": ids.tolist()}

@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="require this key on every request except /health (default: $ROBOVLA_API_KEY)")
     parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--quantization", default=None, choices=["int8", "int4"],
+                        help="weight-only quantization of the language model")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile vision, prefill and decode (first request per batch size compiles)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="observations per model call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long a request may wait for others to share its model call")
@@ -42,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    vla = robovla.load_pretrained(args.checkpoint, dtype=args.dtype, device=args.device)
+    vla = robovla.load_pretrained(args.checkpoint, dtype=args.dtype, device=args.device,
+                                  quantization=args.quantization)
+    if args.compile:
+        vla.compile_inference()
     app = create_app(vla, config, model_name=Path(args.checkpoint).resolve().name)
     logger = logging.getLogger("robovla.serve")
     auth = "API key required" if config.api_key else "no API key"

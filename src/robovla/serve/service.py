@@ -64,6 +64,7 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         "action_dims": dims,
         "unnorm_keys": keys,
         "unnorm_key_required": len(keys) > 1,
+        "proprio_required": bool(vla.processor.uses_proprio),
         "image_size": [size, size],
         "image_format": "HxWx3 uint8 RGB, any size up to max_image_side (the server resizes)",
         "max_image_side": config.max_image_side,
