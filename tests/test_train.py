@@ -227,3 +227,19 @@ def test_config_file_and_flags(tmp_path, dataset):
     add_arguments(parser)
     cfg = config_from_args(parser.parse_args(["--config", str(file), "--lr", "0.1", "--no-augment"]))
     assert (cfg.steps, cfg.lr, cfg.augment, cfg.datasets) == (9, 0.1, False, [str(dataset)])
+
+
+def test_proprio_can_be_switched_off_and_added_when_fine_tuning(dataset, tmp_path):
+    from robovla.errors import RobovlaError
+
+    image = np.full((128, 128, 3), 180, np.uint8)
+    plain = Path(train(config(dataset, tmp_path / "plain", steps=2, proprio=False)).checkpoint)
+    model = robovla.load_pretrained(plain)
+    assert not model.config.uses_proprio
+    model.predict_action(image, "pick up the red cube")  # the image-only model needs no state
+    tuned = Path(train(config(dataset, tmp_path / "tuned", steps=2, checkpoint=str(plain), proprio=True)).checkpoint)
+    model = robovla.load_pretrained(tuned)
+    assert model.config.uses_proprio
+    with pytest.raises(RobovlaError, match="pass proprio"):
+        model.predict_action(image, "pick up the red cube")
+    assert model.predict_action(image, "pick up the red cube", proprio=np.zeros(7)).shape == (7,)

@@ -31,6 +31,9 @@ class TrainConfig:
     # --- model
     preset: str | None = field(default="tabletop-cpu", metadata={"help": "preset to train from scratch"})
     checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder to fine-tune (overrides preset)"})
+    proprio: bool | None = field(default=None, metadata={
+        "help": "read the robot state as prompt tokens (unset: as the preset or checkpoint says; --proprio adds "
+                "it when fine-tuning an image-only checkpoint, like OpenVLA-OFT)"})
     # --- data
     datasets: list[str] = field(default_factory=list, metadata={"help": "dataset folders (LeRobot v3/v2.1 or RLDS)"})
     mixture: str | None = field(default=None, metadata={"help": "named mixture weighting the datasets by name"})

@@ -62,8 +62,13 @@ def lr_lambda(config: TrainConfig):
 
 def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
     if config.checkpoint:
-        return robovla.load_pretrained(config.checkpoint, device=device)
-    return robovla.build_model(config.preset, device=device, seed=config.seed)
+        model = robovla.load_pretrained(config.checkpoint, device=device)
+    else:
+        model = robovla.build_model(config.preset, device=device, seed=config.seed)
+    if config.proprio is not None:  # saved in config.json, so the trained checkpoint asks for the state
+        model.config.extra["robovla_proprio"] = config.proprio
+        model.processor.uses_proprio = config.proprio
+    return model
 
 
 def set_norm_stats(model: robovla.VLA, data: TrainingData) -> None:
