@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench policy clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/bench_sim.py
+
+policy: $(STAMP)
+	# the shipped tabletop-cpu policy from nothing (~2 h on 2 cores); re-run to resume after a kill
+	bash scripts/train_tabletop_policy.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -76,3 +76,18 @@ def test_console_script_entry_point():
                             text=True, env=env, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == "robovla info: error: checkpoint folder not found: /nonexistent"
+
+
+def test_export_writes_a_half_size_model_without_training_state(capsys, tmp_path):
+    import robovla
+
+    wide, out = tmp_path / "fp32", tmp_path / "shipped"
+    assert run_cli(capsys, "export", "--checkpoint", str(TINY_CHECKPOINT), "--out", str(wide), "--dtype", "float32")[0] == 0
+    code, printed, _ = run_cli(capsys, "export", "--checkpoint", str(wide), "--out", str(out))
+    assert code == 0 and "bfloat16" in printed
+    assert (out / "model.safetensors").stat().st_size < 0.6 * (wide / "model.safetensors").stat().st_size
+    assert not (out / "training_state").exists()
+    model = robovla.load_pretrained(out)
+    assert model.config.norm_stats == robovla.load_pretrained(TINY_CHECKPOINT).config.norm_stats
+    code, _, err = run_cli(capsys, "export", "--checkpoint", str(TINY_CHECKPOINT), "--out", str(out))
+    assert code == 2 and "already exists" in err

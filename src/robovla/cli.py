@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "eval": "eval",
     "collect": "collect",
     "serve": "serve",
+    "export": "export",
 }
 
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The shipped tabletop-cpu policy, from nothing: collect demonstrations, train, fine-tune with the robot
+# state, evaluate, export in bf16. Every stage is skipped when its result exists and resumes when interrupted,
+# so re-running after a kill continues where it stopped. About 2 hours on 2 CPU cores (see README).
+set -euo pipefail
+ROBOVLA=${ROBOVLA:-.venv/bin/robovla}
+DATA=data/tabletop-train-128
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+stage() {  # stage OUT FINAL_STEP COMMAND...: run (or resume) a training command unless it has finished
+    local out=$1 final=$2; shift 2
+    if [ -d "$out/checkpoints/$final" ]; then echo "== $out: done"; return; fi
+    local resume=()
+    if compgen -G "$out/checkpoints/step-*" > /dev/null; then resume=(--resume); fi
+    "$@" --out "$out" "${resume[@]}"
+}
+
+[ -f "$DATA/meta/info.json" ] || $ROBOVLA collect --suite tabletop-train --episodes 3000 --out "$DATA" \
+    --image-size 128 --workers 2 --seed 1
+# 1. image-only pre-training from scratch (learns to find the objects)
+stage runs/tabletop-cpu-v1 step-005000 $ROBOVLA train --preset tabletop-cpu --no-proprio --datasets "$DATA" \
+    --steps 5000 --batch-size 32 --lr 3e-4 --schedule warmup-cosine --warmup-steps 200 --no-augment \
+    --save-every 500
+stage runs/tabletop-cpu-v1b step-004000 $ROBOVLA finetune --checkpoint runs/tabletop-cpu-v1/checkpoints/step-005000 \
+    --strategy full --datasets "$DATA" --steps 4000 --batch-size 32 --lr 2e-4 --schedule warmup-cosine \
+    --warmup-steps 100 --no-augment --save-every 1000 --log-every 50
+# 2. add the robot state to the prompt and fine-tune everything
+stage runs/tabletop-cpu-v3 step-008000 $ROBOVLA finetune --checkpoint runs/tabletop-cpu-v1b/checkpoints/step-004000 \
+    --proprio --strategy full --datasets "$DATA" --steps 8000 --batch-size 32 --lr 3e-4 --schedule warmup-cosine \
+    --warmup-steps 200 --no-augment --save-every 1000 --keep-checkpoints 10 --log-every 50
+# 3. ship: bf16 weights without the training state, then measure the shipped files themselves
+SHIP=${SHIP:-runs/tabletop-cpu-policy}
+[ -d "$SHIP" ] || $ROBOVLA export --checkpoint runs/tabletop-cpu-v3/checkpoints/step-008000 --out "$SHIP"
+$ROBOVLA eval --checkpoint "$SHIP" --suite tabletop-train --episodes 50
