@@ -30,6 +30,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/bench_sim.py
+	$(PY) benchmarks/quant_agreement.py
 
 policy: $(STAMP)
 	# the shipped tabletop-cpu policy from nothing (~2 h on 2 cores); re-run to resume after a kill
