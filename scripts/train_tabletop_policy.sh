@@ -5,6 +5,7 @@
 set -euo pipefail
 ROBOVLA=${ROBOVLA:-.venv/bin/robovla}
 DATA=data/tabletop-train-128
+NOISY=data/tabletop-train-128-n03
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 stage() {  # stage OUT FINAL_STEP COMMAND...: run (or resume) a training command unless it has finished
@@ -24,11 +25,14 @@ stage runs/tabletop-cpu-v1 step-005000 $ROBOVLA train --preset tabletop-cpu --no
 stage runs/tabletop-cpu-v1b step-004000 $ROBOVLA finetune --checkpoint runs/tabletop-cpu-v1/checkpoints/step-005000 \
     --strategy full --datasets "$DATA" --steps 4000 --batch-size 32 --lr 2e-4 --schedule warmup-cosine \
     --warmup-steps 100 --no-augment --save-every 1000 --log-every 50
-# 2. add the robot state to the prompt and fine-tune everything
-stage runs/tabletop-cpu-v3 step-008000 $ROBOVLA finetune --checkpoint runs/tabletop-cpu-v1b/checkpoints/step-004000 \
-    --proprio --strategy full --datasets "$DATA" --steps 8000 --batch-size 32 --lr 3e-4 --schedule warmup-cosine \
+# 2. add the robot state to the prompt and fine-tune everything on demonstrations with 3x the execution noise
+#    (DART: states further off the expert's path, labelled with its corrections)
+[ -f "$NOISY/meta/info.json" ] || $ROBOVLA collect --suite tabletop-train --episodes 3000 --out "$NOISY" \
+    --image-size 128 --workers 2 --seed 2 --noise 0.3
+stage runs/tabletop-cpu-v4 step-008000 $ROBOVLA finetune --checkpoint runs/tabletop-cpu-v1b/checkpoints/step-004000 \
+    --proprio --strategy full --datasets "$NOISY" --steps 8000 --batch-size 32 --lr 3e-4 --schedule warmup-cosine \
     --warmup-steps 200 --no-augment --save-every 1000 --keep-checkpoints 10 --log-every 50
 # 3. ship: bf16 weights without the training state, then measure the shipped files themselves
 SHIP=${SHIP:-runs/tabletop-cpu-policy}
-[ -d "$SHIP" ] || $ROBOVLA export --checkpoint runs/tabletop-cpu-v3/checkpoints/step-008000 --out "$SHIP"
+[ -d "$SHIP" ] || $ROBOVLA export --checkpoint runs/tabletop-cpu-v4/checkpoints/step-008000 --out "$SHIP"
 $ROBOVLA eval --checkpoint "$SHIP" --suite tabletop-train --episodes 50
