@@ -164,13 +164,14 @@ def test_lora_merge_matches_adapter_model(dataset, tmp_path):
     merged = robovla.load_pretrained(Path(trainer.out) / "checkpoints" / "step-000003")
     images = [np.full((128, 128, 3), v, np.uint8) for v in (40, 120, 200)]
     texts = ["pick up the red cube", "pick up the green cube", "pick up the blue cube"]
+    states = [np.full(7, v) for v in (-0.5, 0.0, 0.5)]  # the preset reads the robot state
     adapter_model = trainer.vla.eval()  # the peft-wrapped modules live inside it
     with torch.no_grad():
-        unmerged = adapter_model.predict(images, texts, "synthetic")
+        unmerged = adapter_model.predict(images, texts, "synthetic", proprio=states)
     assert (Path(trainer.out) / "checkpoints" / "step-000003" / "adapter" / "adapter_model.safetensors").exists()
     lora_delta = sum(p.abs().sum().item() for n, p in trainer.inner.named_parameters() if "lora_B" in n)
     assert lora_delta > 0  # the adapters really changed something
-    assert merged.predict(images, texts, "synthetic").token_ids.tolist() == unmerged.token_ids.tolist()
+    assert merged.predict(images, texts, "synthetic", proprio=states).token_ids.tolist() == unmerged.token_ids.tolist()
 
 
 # ------------------------------------------------------------------------------------------------ bad input
