@@ -216,6 +216,12 @@ class VLA(nn.Module):
         self._compiled_decoding = enabled
         self._decoder = None
         self._compiled_vision = None
+        # compiled, the ViTs' plain attention (matmul, softmax, matmul) fuses and beats the CPU flash kernel
+        # at ~260 tokens; eager keeps the fused kernel
+        for tower in self.vision_backbone.towers:
+            for module in tower.modules():
+                if hasattr(module, "fused_attn"):
+                    module.fused_attn = not enabled
         return self
 
     def predict_action(
