@@ -79,15 +79,20 @@ def latency_ms(model: robovla.VLA, observation: dict, repeats: int = 10) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=str(shipped_policy_path()))
+    parser.add_argument("--checkpoint", default=None, help="trained policy (default: the shipped one)")
     parser.add_argument("--observations", type=int, default=200)
     parser.add_argument("--suite", default="tabletop-train")
     parser.add_argument("--seed", type=int, default=3_000_000)
     parser.add_argument("--json", default="benchmarks/results/quantization.json")
     parser.add_argument("--markdown", default="docs/quantization_agreement.md")
     args = parser.parse_args()
+    if args.checkpoint is None:
+        args.checkpoint = str(shipped_policy_path())
+        if not (Path(args.checkpoint) / "config.json").exists():
+            print("quant_agreement: no shipped policy yet; pass --checkpoint (e.g. a run of `make policy`)")
+            return
     if not (Path(args.checkpoint) / "config.json").exists():
-        raise SystemExit(f"no checkpoint at {args.checkpoint}: train one first (make policy)")
+        raise SystemExit(f"no checkpoint at {args.checkpoint}")
 
     reference = robovla.load_pretrained(args.checkpoint, dtype="float32")
     observations = collect_observations(reference, args.observations, args.suite, args.seed, num_envs=10)
@@ -115,10 +120,11 @@ def main() -> None:
 
 def markdown(args: argparse.Namespace, rows: list[dict]) -> str:
     lines = [
-        "# Quantized vs float actions of the shipped policy",
+        "# Quantized vs float actions of a trained policy",
         "",
-        f"Made by `benchmarks/quant_agreement.py` (part of `make bench`): {rows[0]['observations']} observations",
-        f"that the float32 policy visits on `{args.suite}` (seeds from {args.seed}), each predicted by every variant.",
+        f"Made by `benchmarks/quant_agreement.py` (part of `make bench`) for `{args.checkpoint}`:",
+        f"{rows[0]['observations']} observations that the float32 policy visits on `{args.suite}` (seeds from",
+        f"{args.seed}), each predicted by every variant.",
         "Agreement is with the float32 model's greedy action tokens; deltas are in action units (unnormalised).",
         "",
         "| weights | LLM weight MB | identical tokens | all 7 tokens identical | mean abs action delta | batch-1 ms |",
