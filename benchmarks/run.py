@@ -207,6 +207,8 @@ def markdown(rates: dict, rows: list[dict]) -> str:
         "`reference` runs the path the reference takes on the same weights: every ViT block, the LM head over",
         "every prefill position, transformers `generate`, one example at a time (its `generate` refuses batches).",
         "`floor` = prefill matmul FLOPs at the measured GEMM rate + decode weight bytes at the measured bandwidth.",
+        "`mode`: robovla's static-cache path `eager`, or `compiled` (`vla.compile_inference()`: torch.compile with",
+        "frozen weights; compile time excluded). `same tokens`: share of action tokens equal to the reference path's.",
         "",
         "| preset | dtype | quant | batch | mode | prefix ms | decode ms/token | end-to-end ms | actions/s |"
         " reference ms | speed-up | same tokens | floor ms | x floor |",
