@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ import torch
 import robovla
 from robovla.demo import shipped_policy_path
 from robovla.quantize import module_bytes
+from run import timed  # benchmarks/run.py: median wall time after a warm-up call
 
 VARIANTS = (("float32", None), ("bfloat16", None), ("float32", "int8"), ("float32", "int4"), ("bfloat16", "int8"),
             ("bfloat16", "int4"))
@@ -29,25 +28,23 @@ VARIANTS = (("float32", None), ("bfloat16", None), ("float32", "int8"), ("float3
 
 def collect_observations(model: robovla.VLA, count: int, suite: str, seed: int, num_envs: int) -> list[dict]:
     """Observations the float policy itself visits, from seeded episodes, until `count` are gathered."""
-    from robovla.eval.rollout import policy_actor
+    from robovla.eval.rollout import policy_actor, run_episodes
     from robovla.sim import VectorEnv, get_embodiment, make_env
 
     size = model.processor.image_config.image_sizes[0]
-    key = get_embodiment("default").dataset_name
-    act = policy_actor(model, key)
+    policy = policy_actor(model, get_embodiment("default").dataset_name)
     observations: list[dict] = []
+
+    def recording_actor(envs, obs, running):
+        observations.extend({"image": obs["image"][k], "instruction": envs.instructions[k],
+                             "proprio": obs["proprio"][k]} for k in running)
+        return policy(envs, obs, running)
+
     wave = 0
     while len(observations) < count:
         envs = VectorEnv([make_env(suite, image_size=size) for _ in range(num_envs)])
         obs, _ = envs.reset(seeds=[seed + wave * num_envs + k for k in range(num_envs)])
-        for _ in range(envs.max_episode_steps):
-            running = np.flatnonzero(~envs.done)
-            if running.size == 0 or len(observations) >= count:
-                break
-            for k in running:
-                observations.append({"image": obs["image"][k], "instruction": envs.instructions[k],
-                                     "proprio": obs["proprio"][k]})
-            obs, *_ = envs.step(act(envs, obs, running))
+        run_episodes(envs, obs, recording_actor)
         envs.close()
         wave += 1
     return observations[:count]
@@ -55,26 +52,18 @@ def collect_observations(model: robovla.VLA, count: int, suite: str, seed: int, 
 
 def predict_all(model: robovla.VLA, observations: list[dict], batch: int = 25) -> tuple[np.ndarray, np.ndarray]:
     ids, actions = [], []
-    proprio = model.processor.uses_proprio
     for start in range(0, len(observations), batch):
         chunk = observations[start : start + batch]
         out = model.predict([o["image"] for o in chunk], [o["instruction"] for o in chunk],
-                            proprio=[o["proprio"] for o in chunk] if proprio else None)
+                            proprio=[o["proprio"] for o in chunk])  # ignored by models without state input
         ids.append(out.token_ids)
         actions.append(out.actions)
     return np.concatenate(ids), np.concatenate(actions)
 
 
 def latency_ms(model: robovla.VLA, observation: dict, repeats: int = 10) -> float:
-    proprio = [observation["proprio"]] if model.processor.uses_proprio else None
-    call = lambda: model.predict([observation["image"]], [observation["instruction"]], proprio=proprio)  # noqa: E731
-    call()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    return 1e3 * timed(lambda: model.predict([observation["image"]], [observation["instruction"]],
+                                             proprio=[observation["proprio"]]), repeats)
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ class VLA(nn.Module):
         )
         self.language_model = _build_language_model(config)
         self.processor = processor
-        self._compiled_decoding = False
+        self._compiled_inference = False
         self._compiled_vision = None
         self._decoder: StaticCacheDecoder | None = None  # built on first use, for the current language model
 
@@ -92,7 +92,7 @@ class VLA(nn.Module):
     def embed_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, 3k, H, W] -> projected patch embeddings [B, N, hidden]."""
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
-        if self._compiled_decoding and not torch.is_grad_enabled():
+        if self._compiled_inference and not torch.is_grad_enabled():
             if self._compiled_vision is None:
                 self._compiled_vision = torch.compile(self._project_patches)
             with frozen_weights():
@@ -204,7 +204,7 @@ class VLA(nn.Module):
         first_action = self.config.action_vocab_size - self.config.n_action_bins
         token_range = (first_action, self.config.action_vocab_size) if restrict_to_actions else None
         if self._decoder is None or self._decoder.lm is not self.language_model:
-            self._decoder = StaticCacheDecoder(self.language_model, compile=self._compiled_decoding)
+            self._decoder = StaticCacheDecoder(self.language_model, compile=self._compiled_inference)
         return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits)
 
     def compile_inference(self, enabled: bool = True) -> "VLA":
@@ -214,7 +214,7 @@ class VLA(nn.Module):
         The first prediction per batch size and prompt-length bucket compiles (seconds); later ones reuse it.
         Greedy tokens stay those of the eager path. For inference only: the weights are baked in.
         """
-        self._compiled_decoding = enabled
+        self._compiled_inference = enabled
         self._decoder = None
         self._compiled_vision = None
         # compiled, the ViTs' plain attention (matmul, softmax, matmul) fuses and edges out the CPU flash kernel

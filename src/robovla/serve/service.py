@@ -46,9 +46,8 @@ class PolicyService:
 
     def _predict(self, observations: Sequence[Observation]) -> np.ndarray:
         """Runs in the batcher's worker thread; all observations share one unnorm_key."""
-        proprio = [o.proprio for o in observations] if self.vla.processor.uses_proprio else None
         prediction = self.vla.predict([o.image for o in observations], [o.instruction for o in observations],
-                                      observations[0].unnorm_key, proprio=proprio)
+                                      observations[0].unnorm_key, proprio=[o.proprio for o in observations])
         return prediction.actions
 
 
