@@ -27,6 +27,8 @@ def test_collect_writes_a_lerobot_v3_dataset(tmp_path, capsys):
     item = ds[0]
     assert item["image"].shape == (32, 32, 3) and item["wrist_image"].shape == (32, 32, 3)
     assert ds.num_episodes == 6 and item["instruction"] and ds.dataset_name == "tabletop_default"
+    assert ds.grounding.shape == (len(ds), 4) and item["grounding"].shape == (4,)  # where the named objects are
+    assert len(json.loads((out / "dataset_statistics.json").read_text())["tabletop_default"]["grounding"]["q99"]) == 4
     serial = tmp_path / "serial"
     assert main(["collect", "--episodes", "6", "--out", str(serial), "--workers", "1", "--image-size", "32", "--quiet", "--wrist-camera"]) == 0
     assert np.array_equal(LeRobotDataset(serial).actions, ds.actions)  # same seed, same data, whatever the workers

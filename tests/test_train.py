@@ -18,7 +18,7 @@ COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 60, 230)}
 
 
 def make_dataset(folder: Path, name: str = "synthetic", episodes: int = 6, frames: int = 8, action_dim: int = 7,
-                 size: int = 128) -> Path:
+                 size: int = 128, grounding: bool = False) -> Path:
     """A LeRobot v3 dataset whose actions depend on the image and the instruction (learnable, not random)."""
     from robovla.data import Episode, episode_table, write_lerobot_dataset
 
@@ -35,7 +35,7 @@ def make_dataset(folder: Path, name: str = "synthetic", episodes: int = 6, frame
             actions[t, 1] = 0.3 * (e % 3) - 0.3
             actions[t, -1] = float(t < frames // 2)
         episode = Episode(f"pick up the {color} cube", actions, rng.normal(size=(frames, 7)).astype(np.float32),
-                          {"image": images})
+                          {"image": images}, grounding=actions[:, :2].copy() if grounding else None)
         tables.append(episode_table(episode, fps=10.0, index=e))
     return write_lerobot_dataset(folder, tables, fps=10.0, dataset_name=name, robot_type="synthetic")
 
@@ -244,3 +244,19 @@ def test_proprio_can_be_switched_off_and_added_when_fine_tuning(dataset, tmp_pat
     with pytest.raises(RobovlaError, match="pass proprio"):
         model.predict_action(image, "pick up the red cube")
     assert model.predict_action(image, "pick up the red cube", proprio=np.zeros(7)).shape == (7,)
+
+
+def test_grounding_run_reports_its_tokens_and_needs_labels(dataset, tmp_path):
+    from robovla.errors import RobovlaError
+
+    labelled = make_dataset(tmp_path / "labelled", grounding=True)
+    summary = train(config(labelled, tmp_path / "run", steps=2, grounding=True))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"grounding_accuracy", "grounding_l1"} <= set(records[-2])
+    model = robovla.load_pretrained(Path(summary.checkpoint))
+    assert model.config.uses_grounding and len(model.norm_stats["synthetic"]["grounding"]["q01"]) == 2
+    prediction = model.predict([np.full((128, 128, 3), 180, np.uint8)], ["pick up the red cube"],
+                               proprio=[np.zeros(7)])
+    assert prediction.grounding.shape == (1, 2) and prediction.actions.shape == (1, 7)
+    with pytest.raises(RobovlaError, match="no grounding labels"):
+        train(config(dataset, tmp_path / "unlabelled", steps=1, grounding=True))

@@ -150,6 +150,12 @@ class VLAConfig:
         """Whether prompts carry the robot state as tokens (robovla's extension; the reference reads images only)."""
         return bool(self.extra.get("robovla_proprio", False))
 
+    @property
+    def uses_grounding(self) -> bool:
+        """Whether the model first says where the instruction's objects are (grounding tokens), then acts:
+        an embodied chain of thought, trained on the simulator's labels (robovla's extension)."""
+        return bool(self.extra.get("robovla_grounding", False))
+
     def backbone_kwargs(self, index: int) -> dict[str, Any]:
         if self.timm_override_kwargs is None:
             return {}

@@ -241,6 +241,7 @@ class VLAProcessor:
         action_tokenizer: ActionTokenizer,
         norm_stats: dict[str, Any] | None,
         uses_proprio: bool = False,
+        uses_grounding: bool = False,
     ) -> None:
         self.image_config = image_config
         self.image_transform = ImageTransform(image_config)
@@ -248,6 +249,7 @@ class VLAProcessor:
         self.action_tokenizer = action_tokenizer
         self.norm_stats = norm_stats or {}
         self.uses_proprio = uses_proprio
+        self.uses_grounding = uses_grounding
 
     @classmethod
     def for_model(cls, config: VLAConfig, tokenizer: TextTokenizer, image_config: ImageProcessorConfig | None = None):
@@ -257,28 +259,48 @@ class VLAProcessor:
             ActionTokenizer(config.action_vocab_size, config.n_action_bins),
             config.norm_stats,
             uses_proprio=config.uses_proprio,
+            uses_grounding=config.uses_grounding,
         )
 
     def normalizer(self, unnorm_key: str | None) -> ActionNormalizer:
         return ActionNormalizer.from_norm_stats(self.norm_stats, unnorm_key)
 
+    def _vector_normalizer(self, field: str, unnorm_key: str | None) -> tuple[str, ActionNormalizer]:
+        """The q01/q99 normaliser of a non-action vector (`proprio`, `grounding`) of one dataset."""
+        key = resolve_unnorm_key(self.norm_stats, unnorm_key)
+        stats = self.norm_stats[key].get(field)
+        if not stats:
+            raise RobovlaError(f"norm_stats[{key!r}] has no {field} statistics, but this model reads or predicts {field}")
+        # a dim that never varies in the data (a fixed tilt) passes raw instead of dividing by ~0
+        spread = np.asarray(stats["q99"], dtype=np.float64) - np.asarray(stats["q01"], dtype=np.float64)
+        return key, ActionNormalizer({"q01": stats["q01"], "q99": stats["q99"], "mask": (spread > 1e-6).tolist()})
+
+    def _vector_ids(self, field: str, values: Any, unnorm_key: str | None) -> list[int]:
+        key, normalizer = self._vector_normalizer(field, unnorm_key)
+        vector = np.asarray(values, dtype=np.float64)
+        if vector.shape != (normalizer.action_dim,):
+            raise RobovlaError(
+                f"{field} must be a vector of {normalizer.action_dim} numbers for {key!r}, got shape {tuple(vector.shape)}"
+            )
+        if not np.isfinite(vector).all():
+            raise RobovlaError(f"{field} has NaN or infinite values")
+        return self.action_tokenizer.encode(normalizer.normalize(vector)).tolist()
+
     def proprio_ids(self, proprio: Any, unnorm_key: str | None) -> list[int]:
         """The robot state as tokens: normalised with the dataset's proprio q01/q99, binned like actions."""
-        key = resolve_unnorm_key(self.norm_stats, unnorm_key)
-        stats = self.norm_stats[key].get("proprio")
-        if not stats:
-            raise RobovlaError(f"norm_stats[{key!r}] has no proprio statistics, but this model reads the robot state")
-        # a state dim that never varies in the data (a fixed tilt) passes raw instead of dividing by ~0
-        spread = np.asarray(stats["q99"], dtype=np.float64) - np.asarray(stats["q01"], dtype=np.float64)
-        normalizer = ActionNormalizer({"q01": stats["q01"], "q99": stats["q99"], "mask": (spread > 1e-6).tolist()})
-        state = np.asarray(proprio, dtype=np.float64)
-        if state.shape != (normalizer.action_dim,):
-            raise RobovlaError(
-                f"proprio must be a vector of {normalizer.action_dim} numbers for {key!r}, got shape {tuple(state.shape)}"
-            )
-        if not np.isfinite(state).all():
-            raise RobovlaError("proprio has NaN or infinite values")
-        return self.action_tokenizer.encode(normalizer.normalize(state)).tolist()
+        return self._vector_ids("proprio", proprio, unnorm_key)
+
+    def grounding_ids(self, grounding: Any, unnorm_key: str | None) -> list[int]:
+        """Grounding labels (where the named objects are) as tokens, binned like actions."""
+        return self._vector_ids("grounding", grounding, unnorm_key)
+
+    def grounding_dim(self, unnorm_key: str | None) -> int:
+        """How many grounding tokens this model generates before the action (0 for the reference layout)."""
+        return self._vector_normalizer("grounding", unnorm_key)[1].action_dim if self.uses_grounding else 0
+
+    def decode_grounding(self, token_ids: np.ndarray, unnorm_key: str | None) -> np.ndarray:
+        """[B, G] generated grounding ids -> positions in the dataset's units."""
+        return self._vector_normalizer("grounding", unnorm_key)[1].unnormalize(self.action_tokenizer.decode(token_ids))
 
     def prompt_ids(self, instruction: str, proprio: Any = None, unnorm_key: str | None = None) -> list[int]:
         """BOS + prompt (+ state tokens when the model reads proprio) + the word-boundary token before actions."""
@@ -319,13 +341,25 @@ class VLAProcessor:
         return self.normalizer(unnorm_key).unnormalize(self.action_tokenizer.decode(token_ids))
 
     def training_example(
-        self, image: Any, instruction: str, action: np.ndarray, unnorm_key: str | None, proprio: Any = None
+        self,
+        image: Any,
+        instruction: str,
+        action: np.ndarray,
+        unnorm_key: str | None,
+        proprio: Any = None,
+        grounding: Any = None,
     ) -> dict:
-        """One supervised example: prompt + "▁" + action tokens + EOS; only action tokens and EOS are labelled."""
+        """One supervised example: prompt + "▁" (+ grounding tokens) + action tokens + EOS; only the tokens after
+        the prompt are labelled."""
         normalized = self.normalizer(unnorm_key).normalize(np.asarray(action))
-        action_ids = self.action_tokenizer.encode(normalized).tolist()
-        input_ids = self.prompt_ids(instruction, proprio, unnorm_key) + action_ids + [self.tokenizer.eos_token_id]
-        labels = [IGNORE_INDEX] * (len(input_ids) - len(action_ids) - 1) + action_ids + [self.tokenizer.eos_token_id]
+        target_ids = self.action_tokenizer.encode(normalized).tolist() + [self.tokenizer.eos_token_id]
+        if self.uses_grounding:
+            if grounding is None:
+                raise RobovlaError("this model predicts grounding tokens, but the dataset has no grounding labels "
+                                   "(collect it again with this version of `robovla collect`)")
+            target_ids = self.grounding_ids(grounding, unnorm_key) + target_ids
+        input_ids = self.prompt_ids(instruction, proprio, unnorm_key) + target_ids
+        labels = [IGNORE_INDEX] * (len(input_ids) - len(target_ids)) + target_ids
         return {
             "pixel_values": self.image_transform(image),
             "input_ids": torch.tensor(input_ids, dtype=torch.long),

@@ -43,9 +43,13 @@ def run(args: argparse.Namespace) -> int:
             {"image": path, "action": action.tolist(), "action_token_ids": ids.tolist()}
             for path, action, ids in zip(args.image, prediction.actions, prediction.token_ids)
         ]
+        if prediction.grounding is not None:  # where a grounding model says the named objects are
+            for row, where in zip(rows, prediction.grounding):
+                row["grounding"] = where.tolist()
         print(json.dumps(rows[0] if len(rows) == 1 else rows))
         return 0
     with np.printoptions(precision=5, suppress=True):
-        for path, action in zip(args.image, prediction.actions):
-            print(f"{path}: {action}")
+        for k, (path, action) in enumerate(zip(args.image, prediction.actions)):
+            where = "" if prediction.grounding is None else f"  (grounding {prediction.grounding[k]})"
+            print(f"{path}: {action}{where}")
     return 0

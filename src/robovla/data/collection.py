@@ -78,7 +78,7 @@ class EpisodeRecorder:
         env = self.env
         obs, info = env.reset(seed=seed)
         expert = ScriptedExpert(env, noise=self.config.noise, rng=np.random.default_rng(seed))
-        images, wrist, proprio, actions = [], [], [], []
+        images, wrist, proprio, actions, grounding = [], [], [], [], []
         success = False
         for _ in range(env.max_episode_steps):
             action = expert.act()
@@ -86,6 +86,7 @@ class EpisodeRecorder:
             if "wrist_image" in obs:
                 wrist.append(obs["wrist_image"])
             proprio.append(obs["proprio"])
+            grounding.append(env.grounding())
             actions.append(action)
             obs, _, terminated, truncated, info = env.step(expert.perturb(action))
             if terminated or truncated:
@@ -96,7 +97,7 @@ class EpisodeRecorder:
             (self.staging / f"failed-{attempt:07d}").touch()
             return attempt, False, len(actions), info["task"]
         cams = {"front": np.stack(images), **({"wrist": np.stack(wrist)} if wrist else {})}
-        episode = Episode(info["instruction"], np.stack(actions), np.stack(proprio), cams)
+        episode = Episode(info["instruction"], np.stack(actions), np.stack(proprio), cams, grounding=np.stack(grounding))
         table = episode_table(episode, env.embodiment.control_hz, attempt)
         tmp = self.staging / f"{name}.parquet.tmp"
         pq.write_table(table, tmp)

@@ -8,6 +8,8 @@ import numpy as np
 
 from robovla.errors import RobovlaError
 
+GROUNDING_KEY = "annotation.grounding"  # LeRobot column of the auxiliary grounding labels
+
 
 @dataclass
 class Episode:
@@ -18,6 +20,7 @@ class Episode:
     proprio: np.ndarray  # [T, P] float32
     images: dict[str, np.ndarray] = field(default_factory=dict)
     success: bool = True
+    grounding: np.ndarray | None = None  # [T, G] float32 auxiliary labels (where the named objects are), or None
 
     def __len__(self) -> int:
         return int(self.action.shape[0])
@@ -31,11 +34,16 @@ class Episode:
             raise RobovlaError(f"episode {index}: action has NaN/inf at frame {int(np.argmax(bad))}")
         if not np.isfinite(self.proprio).all():
             raise RobovlaError(f"episode {index}: proprio has NaN/inf")
-        lengths = {len(self), self.proprio.shape[0], *(v.shape[0] for v in self.images.values())}
+        if self.grounding is not None and not np.isfinite(self.grounding).all():
+            raise RobovlaError(f"episode {index}: grounding has NaN/inf")
+        extra = [] if self.grounding is None else [self.grounding.shape[0]]
+        lengths = {len(self), self.proprio.shape[0], *extra, *(v.shape[0] for v in self.images.values())}
         if len(lengths) != 1:
             raise RobovlaError(f"episode {index}: features have different lengths {sorted(lengths)}")
 
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = {"action": self.action.shape[1:], "observation.state": self.proprio.shape[1:]}
+        if self.grounding is not None:
+            shapes[GROUNDING_KEY] = self.grounding.shape[1:]
         shapes.update({f"observation.images.{k}": v.shape[1:] for k, v in self.images.items()})
         return shapes

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from robovla.data.episodes import GROUNDING_KEY
 from robovla.data.steps import StepDataset
 from robovla.errors import RobovlaError
 
@@ -107,6 +108,7 @@ class LeRobotDataset(StepDataset):
             frame_index=frame_index,
             instructions=instructions,
             chunk_size=chunk_size,
+            grounding=_column_array(table, GROUNDING_KEY) if GROUNDING_KEY in table.column_names else None,
         )
 
     def _read_tasks(self) -> dict[int, str]:

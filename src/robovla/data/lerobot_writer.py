@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from robovla.data.episodes import Episode
+from robovla.data.episodes import GROUNDING_KEY, Episode
 from robovla.data.stats import compute_stats, image_stats, lerobot_stats, save_json
 from robovla.errors import RobovlaError
 
@@ -50,7 +50,10 @@ def episode_table(episode: Episode, fps: float, index: int = 0) -> pa.Table:
         columns[f"observation.images.{key}"] = pa.array(
             [{"bytes": encode_png(f), "path": None} for f in frames], pa.struct([("bytes", pa.binary()), ("path", pa.string())])
         )
-    for key, values in (("observation.state", episode.proprio), ("action", episode.action)):
+    vectors = [("observation.state", episode.proprio), ("action", episode.action)]
+    if episode.grounding is not None:
+        vectors.append((GROUNDING_KEY, episode.grounding))
+    for key, values in vectors:
         flat = pa.array(np.asarray(values, np.float32).reshape(-1))
         columns[key] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
     columns["timestamp"] = pa.array(np.arange(n, dtype=np.float32) / np.float32(fps))
@@ -170,13 +173,16 @@ def _write(root: Path, tables: list[pa.Table], shapes: dict, fps: float, dataset
     pd.DataFrame(episodes_rows).to_parquet(episodes_path, index=False)
     pd.DataFrame({"task_index": list(tasks.values())}, index=pd.Index(list(tasks), name="task")).to_parquet(meta / "tasks.parquet")
 
-    actions = np.concatenate([np.asarray(t.column("action").combine_chunks().flatten()).reshape(t.num_rows, -1) for t in tables])
-    state = np.concatenate([np.asarray(t.column("observation.state").combine_chunks().flatten()).reshape(t.num_rows, -1) for t in tables])
+    def column(key: str) -> np.ndarray:
+        return np.concatenate([np.asarray(t.column(key).combine_chunks().flatten()).reshape(t.num_rows, -1) for t in tables])
+
+    actions, state = column("action"), column("observation.state")
+    grounding = column(GROUNDING_KEY) if GROUNDING_KEY in shapes else None
     stats = lerobot_stats(actions, state)
     for key in (k for k in shapes if k.startswith("observation.images.")):
         stats[key] = image_stats(_sample_frames(tables, key))
     save_json(stats, meta / "stats.json")
-    save_json(compute_stats(actions, state, len(tables), dataset_name), root / "dataset_statistics.json")
+    save_json(compute_stats(actions, state, len(tables), dataset_name, grounding), root / "dataset_statistics.json")
     info = {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": robot_type,

@@ -31,23 +31,26 @@ def compute_stats(
     proprio: np.ndarray,
     num_trajectories: int,
     dataset_name: str,
+    grounding: np.ndarray | None = None,
 ) -> dict[str, dict]:
-    """Reference-format statistics: {dataset_name: {action, proprio, num_transitions, num_trajectories}}."""
+    """Reference-format statistics: {dataset_name: {action, proprio, num_transitions, num_trajectories}}, plus
+    `grounding` when the dataset carries grounding labels (robovla's extension)."""
     action = array_stats(actions)
     action["mask"] = [True] * (actions.shape[1] - 1) + [False]  # the absolute gripper dim stays unnormalized
-    return {
-        dataset_name: {
-            "action": action,
-            "proprio": array_stats(proprio),
-            "num_transitions": int(actions.shape[0]),
-            "num_trajectories": int(num_trajectories),
-        }
+    stats = {
+        "action": action,
+        "proprio": array_stats(proprio),
+        "num_transitions": int(actions.shape[0]),
+        "num_trajectories": int(num_trajectories),
     }
+    if grounding is not None:
+        stats["grounding"] = array_stats(grounding)
+    return {dataset_name: stats}
 
 
 def dataset_stats(dataset) -> dict[str, dict]:
     """Reference-format statistics of a robovla step dataset (LeRobot or RLDS reader)."""
-    return compute_stats(dataset.actions, dataset.proprio, dataset.num_episodes, dataset.dataset_name)
+    return compute_stats(dataset.actions, dataset.proprio, dataset.num_episodes, dataset.dataset_name, dataset.grounding)
 
 
 def lerobot_stats(actions: np.ndarray, proprio: np.ndarray) -> dict[str, dict]:

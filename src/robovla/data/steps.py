@@ -2,7 +2,8 @@
 
 Each item: `image` (uint8 HxWx3), optional `wrist_image`, `instruction`, `proprio` (float32), `action`
 (float32 [7]), `episode_index`, `frame_index`, `dataset_name`, and with `chunk_size=H` an `action_chunk`
-[H, 7] of this and the next actions of the same episode, padded by repeating the episode's last action.
+[H, 7] of this and the next actions of the same episode, padded by repeating the episode's last action;
+`grounding` (float32) where the dataset records grounding labels.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class StepDataset(Dataset):
         frame_index: np.ndarray,
         instructions: list[str],
         chunk_size: int | None = None,
+        grounding: np.ndarray | None = None,
     ) -> None:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -33,6 +35,8 @@ class StepDataset(Dataset):
         self.episode_index = np.asarray(episode_index, dtype=np.int64)
         self.frame_index = np.asarray(frame_index, dtype=np.int64)
         self.instructions = instructions  # one per step
+        # [N, G] auxiliary labels (where the instruction's objects are), for datasets that record them
+        self.grounding = None if grounding is None else np.ascontiguousarray(grounding, dtype=np.float32)
         self.chunk_size = chunk_size
         # last row of each step's episode (rows of one episode are contiguous)
         n = len(self.actions)
@@ -64,6 +68,8 @@ class StepDataset(Dataset):
             "frame_index": int(self.frame_index[i]),
             "dataset_name": self.dataset_name,
         }
+        if self.grounding is not None:
+            item["grounding"] = self.grounding[i].copy()
         if self.chunk_size is not None:
             rows = np.minimum(np.arange(i, i + self.chunk_size), self._episode_end[i])
             item["action_chunk"] = self.actions[rows]

@@ -35,6 +35,7 @@ class ActionPrediction:
     actions: np.ndarray  # [B, action_dim] unnormalised, float64
     token_ids: np.ndarray  # [B, action_dim] generated ids
     normalized: np.ndarray  # [B, action_dim] bin centres in [-1, 1]
+    grounding: np.ndarray | None = None  # [B, G] where the model says the named objects are (grounding models)
 
 
 def _build_language_model(config: VLAConfig) -> nn.Module:
@@ -263,12 +264,14 @@ class VLA(nn.Module):
         prompts = processor.encode_prompts(instruction_list, proprio if processor.uses_proprio else None, unnorm_key)
         pixel_values = processor.pixel_values(image_list)
         mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
-        token_ids = self.generate_action_tokens(
-            pixel_values, prompts.input_ids, mask, normalizer.action_dim, restrict_to_actions
-        )
-        token_ids = token_ids.cpu().numpy()
+        n_grounding = processor.grounding_dim(unnorm_key)
+        generated = self.generate_action_tokens(
+            pixel_values, prompts.input_ids, mask, n_grounding + normalizer.action_dim, restrict_to_actions
+        ).cpu().numpy()
+        token_ids = generated[:, n_grounding:]
         normalized = processor.action_tokenizer.decode(token_ids)
-        return ActionPrediction(normalizer.unnormalize(normalized), token_ids, normalized)
+        grounding = processor.decode_grounding(generated[:, :n_grounding], unnorm_key) if n_grounding else None
+        return ActionPrediction(normalizer.unnormalize(normalized), token_ids, normalized, grounding)
 
 
 def _as_batch(images: Any, instructions: str | Sequence[str]) -> tuple[list[Any], list[str]]:

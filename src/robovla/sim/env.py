@@ -18,7 +18,7 @@ from robovla.sim import variations as V
 from robovla.sim.embodiments import Embodiment, get_embodiment
 from robovla.sim.render import OffscreenRenderer
 from robovla.sim.scene import GRIPPER_START, TIMESTEP, build_mjcf
-from robovla.sim.tasks import EpisodeSpec, WorldState, is_success, sample_episode
+from robovla.sim.tasks import EpisodeSpec, ObjectSpec, WorldState, is_success, sample_episode
 
 ACTION_LOW = np.array([-1, -1, -1, -1, -1, -1, 0], dtype=np.float32)
 ACTION_HIGH = np.ones(7, dtype=np.float32)
@@ -161,6 +161,17 @@ class TabletopEnv(gymnasium.Env):
         adr = self._object_qpos[name]
         w, x, y, z = self._data.qpos[adr + 3 : adr + 7]
         return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+    def grounding(self) -> np.ndarray:
+        """Where the instruction's two named things are now: [target x, y, goal x, y] in metres.
+
+        Privileged simulator state, recorded beside demonstrations as an auxiliary label (a policy can learn to
+        say where the named objects are before acting); nothing at run time reads it."""
+        assert self.episode is not None
+        target = self.object_pos(self.episode.target.name)
+        goal = self.episode.entity(self.episode.goal)
+        gx, gy = self.object_pos(goal.name)[:2] if isinstance(goal, ObjectSpec) else (goal.x, goal.y)
+        return np.array([target[0], target[1], gx, gy], dtype=np.float32)
 
     def world_state(self) -> WorldState:
         assert self.episode is not None

@@ -34,6 +34,9 @@ class TrainConfig:
     proprio: bool | None = field(default=None, metadata={
         "help": "read the robot state as prompt tokens (unset: as the preset or checkpoint says; --proprio adds "
                 "it when fine-tuning an image-only checkpoint, like OpenVLA-OFT)"})
+    grounding: bool | None = field(default=None, metadata={
+        "help": "first predict where the instruction's objects are (grounding tokens from the dataset's "
+                "`annotation.grounding` labels), then the action (unset: as the preset or checkpoint says)"})
     # --- data
     datasets: list[str] = field(default_factory=list, metadata={"help": "dataset folders (LeRobot v3/v2.1 or RLDS)"})
     mixture: str | None = field(default=None, metadata={"help": "named mixture weighting the datasets by name"})

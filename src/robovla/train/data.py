@@ -87,7 +87,7 @@ class TrainingData:
             image = item["image"]
             if self.augment is not None:
                 image = self.augment(image, np.random.default_rng([self.seed, step, position]))
-            examples.append(
-                self.processor.training_example(image, item["instruction"], item["action"], name, item.get("proprio"))
-            )
+            examples.append(self.processor.training_example(
+                image, item["instruction"], item["action"], name, item.get("proprio"), item.get("grounding")
+            ))
         return self.processor.collate(examples)

@@ -68,6 +68,9 @@ def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
     if config.proprio is not None:  # saved in config.json, so the trained checkpoint asks for the state
         model.config.extra["robovla_proprio"] = config.proprio
         model.processor.uses_proprio = config.proprio
+    if config.grounding is not None:
+        model.config.extra["robovla_grounding"] = config.grounding
+        model.processor.uses_grounding = config.grounding
     return model
 
 
@@ -97,6 +100,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         base = build_base_model(config, self.dist.device)
         self.data = TrainingData.open(config, base.processor)
+        self.action_dim = int(next(iter(self.data.datasets.values())).actions.shape[1])
         set_norm_stats(base, self.data)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(base)
@@ -142,7 +146,8 @@ class Trainer:
         samples = self.data.draw(config.batch_size)
         micro = config.batch_size // config.grad_accumulation
         per_rank = micro // dist.world_size
-        totals = np.zeros(5)  # loss*tokens, tokens, correct action tokens, action tokens, l1 sum
+        # loss*tokens, tokens, correct action tokens, action tokens, l1 sum, and the same three for grounding tokens
+        totals = np.zeros(8)
         self.model.train()
         for m in range(config.grad_accumulation):
             offset = m * micro + dist.rank * per_rank
@@ -155,7 +160,7 @@ class Trainer:
                 raise RobovlaError(f"loss became {out.loss.item()} at step {self.step + 1}: stopping, nothing saved")
             with sync:
                 (out.loss / config.grad_accumulation).backward()
-            totals += self._token_metrics(out)
+            totals += self._token_metrics(out, rows=batch["input_ids"].shape[0])
         grad_norm = 0.0
         if config.max_grad_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm))
@@ -164,27 +169,39 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         totals = np.array(dist.all_reduce_sum(totals.tolist()))
-        return {
+        metrics = {
             "loss": totals[0] / max(totals[1], 1),
             "action_accuracy": totals[2] / max(totals[3], 1),
             "l1": totals[4] / max(totals[3], 1),
             "grad_norm": grad_norm,
             "lr": self.scheduler.get_last_lr()[0],
         }
+        if totals[6]:
+            metrics["grounding_accuracy"] = totals[5] / totals[6]
+            metrics["grounding_l1"] = totals[7] / totals[6]
+        return metrics
 
-    def _token_metrics(self, out) -> np.ndarray:
-        """Sums for the loss, action-token accuracy and L1 of decoded actions (EOS excluded from the last two)."""
+    def _token_metrics(self, out, rows: int) -> np.ndarray:
+        """Sums for the loss, action-token accuracy and L1 of decoded actions (EOS excluded from the last two),
+        then accuracy and L1 (normalised units) of the grounding tokens that precede the action."""
         with torch.no_grad():
-            labels = out.labels
-            predicted = out.logits.argmax(-1)
-            tokenizer = self.vla.processor.action_tokenizer
-            is_action = (labels >= tokenizer.first_action_id) & (labels < tokenizer.vocab_size)
-            n_tokens = labels.numel()
-            n_actions = int(is_action.sum())
-            correct = int((predicted[is_action] == labels[is_action]).sum())
-            l1 = float(np.abs(tokenizer.decode(predicted[is_action].cpu().numpy())
-                              - tokenizer.decode(labels[is_action].cpu().numpy())).sum())
-        return np.array([out.loss.item() * n_tokens, n_tokens, correct, n_actions, l1])
+            # every example labels the same count of tokens: [grounding G][action D][EOS], flattened row-major
+            labels = out.labels.view(rows, -1)
+            predicted = out.logits.argmax(-1).view(rows, -1)
+            n_grounding = labels.shape[1] - 1 - self.action_dim
+            sums = [out.loss.item() * labels.numel(), labels.numel()]
+            for part in (slice(n_grounding, -1), slice(0, n_grounding)):
+                sums += self._bin_token_sums(predicted[:, part], labels[:, part])
+        return np.array(sums)
+
+    def _bin_token_sums(self, predicted: torch.Tensor, labels: torch.Tensor) -> list[float]:
+        """[correct, count, sum of |decoded predicted - decoded label|] over bin tokens."""
+        tokenizer = self.vla.processor.action_tokenizer
+        is_bin = (labels >= tokenizer.first_action_id) & (labels < tokenizer.vocab_size)
+        correct = int((predicted[is_bin] == labels[is_bin]).sum())
+        l1 = float(np.abs(tokenizer.decode(predicted[is_bin].cpu().numpy())
+                          - tokenizer.decode(labels[is_bin].cpu().numpy())).sum())
+        return [correct, int(is_bin.sum()), l1]
 
     # ---------------------------------------------------------------------------------------------- saving
     def save(self) -> Path:

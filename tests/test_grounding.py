@@ -1,0 +1,84 @@
+"""Grounding tokens (`config.uses_grounding`): the model first says where the named objects are, then acts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import robovla
+from robovla.errors import RobovlaError
+from robovla.processing import IGNORE_INDEX
+
+STATS = {
+    "tabletop_default": {
+        "action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0] * 6 + [1.0], "mask": [True] * 6 + [False]},
+        "proprio": {"q01": [-0.2] * 7, "q99": [0.2] * 7},
+        "grounding": {"q01": [-0.2, -0.1, -0.2, -0.1], "q99": [0.2, 0.1, 0.2, 0.1]},
+    }
+}
+STATE = np.zeros(7)
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = robovla.preset("tiny")
+    config.extra.update(robovla_proprio=True, robovla_grounding=True)
+    return robovla.build_model(config, norm_stats=STATS, seed=5)
+
+
+def picture(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+
+
+def test_grounding_tokens_are_targets_between_prompt_and_action(model):
+    processor = model.processor
+    where = np.array([0.1, -0.05, -0.1, 0.05])
+    example = processor.training_example(picture(0), "push the cube", np.zeros(7), "tabletop_default", STATE, where)
+    labels = example["labels"]
+    labelled = labels[labels != IGNORE_INDEX].tolist()
+    assert len(labelled) == 4 + 7 + 1  # grounding, action, EOS
+    # 0.1 of [-0.2, 0.2] is +0.5 normalised, -0.05 of [-0.1, 0.1] is -0.5
+    expected = processor.action_tokenizer.encode(np.array([0.5, -0.5, -0.5, 0.5])).tolist()
+    assert labelled[:4] == expected
+    assert example["input_ids"][-12:].tolist() == labelled  # teacher forcing feeds the same tokens back
+    with pytest.raises(RobovlaError, match="no grounding labels"):
+        processor.training_example(picture(0), "push the cube", np.zeros(7), "tabletop_default", STATE)
+
+
+def test_predict_generates_grounding_then_the_action(model):
+    images = [picture(1), picture(2)]
+    prediction = model.predict(images, ["push the cube"] * 2, "tabletop_default", proprio=[STATE, STATE])
+    assert prediction.actions.shape == (2, 7) and prediction.grounding.shape == (2, 4)
+    processor = model.processor
+    prompts = processor.encode_prompts(["push the cube"] * 2, [STATE, STATE], "tabletop_default")
+    generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11).numpy()
+    assert np.array_equal(prediction.token_ids, generated[:, 4:])  # the action is read after the grounding
+    assert np.allclose(prediction.grounding, processor.decode_grounding(generated[:, :4], "tabletop_default"))
+    single = model.predict_action(images[0], "push the cube", "tabletop_default", proprio=STATE)
+    assert np.allclose(single, prediction.actions[0])
+
+
+def test_reference_layout_generates_no_grounding(tiny_vla):
+    assert tiny_vla.processor.grounding_dim(None) == 0
+
+
+def test_env_grounding_follows_the_named_objects():
+    from robovla.sim import ScriptedExpert
+    from robovla.sim.env import make_env
+
+    env = make_env("tabletop-train", image_size=32, task="pick_place")
+    env.reset(seed=4)
+    spec = env.episode
+    goal = spec.entity(spec.goal)
+    where = env.grounding()
+    assert np.allclose(where, [spec.target.x, spec.target.y, goal.x, goal.y], atol=0.01)
+    expert = ScriptedExpert(env)
+    for _ in range(env.max_episode_steps):
+        _, _, done, truncated, _ = env.step(expert.act())
+        if done or truncated:
+            break
+    moved = env.grounding()
+    assert done and np.allclose(moved[:2], env.object_pos(spec.target.name)[:2])
+    assert np.hypot(*(moved[:2] - moved[2:])) < 0.06  # the target now sits on the goal
+    torch.testing.assert_close(torch.tensor(moved[2:]), torch.tensor(where[2:]))  # fixtures do not move
