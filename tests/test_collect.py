@@ -9,9 +9,10 @@ import pytest
 
 pytest.importorskip("mujoco")
 
+import robovla.model.vla  # noqa: E402,F401  (torch's compiler stack must load before any EGL context)
 from robovla.cli import main  # noqa: E402
 from robovla.data import LeRobotDataset  # noqa: E402
-from robovla.data.collection import CollectConfig, EpisodeRecorder, collect  # noqa: E402
+from robovla.data.collection import CollectConfig, EpisodeRecorder, attempt_seed, collect  # noqa: E402
 
 
 def test_collect_writes_a_lerobot_v3_dataset(tmp_path, capsys):
@@ -68,3 +69,32 @@ def test_interrupt_keeps_previous_dataset_and_resumes(tmp_path, monkeypatch):
     fresh = tmp_path / "fresh"
     collect(config, fresh, workers=1, progress=False)
     assert np.array_equal(LeRobotDataset(out).actions, LeRobotDataset(fresh).actions)
+
+
+def test_dagger_keeps_policy_driven_episodes_with_expert_labels(tmp_path):
+    import robovla
+    from robovla.errors import RobovlaError
+    from robovla.sim import ScriptedExpert
+    from robovla.sim.env import make_env
+
+    expert_only = collect(CollectConfig(episodes=2, image_size=24, seed=5, noise=0.0), tmp_path / "expert",
+                          workers=1, progress=False)
+    stats = json.loads((expert_only.out / "dataset_statistics.json").read_text())
+    config = robovla.preset("tiny")
+    config.extra["robovla_proprio"] = True
+    policy = robovla.save_pretrained(robovla.build_model(config, norm_stats=stats, seed=1), tmp_path / "policy")
+    dagger = CollectConfig(episodes=2, image_size=24, seed=5, noise=0.0, policy=str(policy), policy_share=1.0)
+    result = collect(dagger, tmp_path / "dagger", workers=1, progress=False)
+    data = LeRobotDataset(result.out)
+    assert data.num_episodes == 2 and result.failed == 0  # an untrained policy fails, and its states are kept
+    assert json.loads((result.out / "meta/info.json").read_text())["robovla"]["policy_share"] == 1.0
+    expert_data = LeRobotDataset(expert_only.out)
+    # the same first scene and state, then the policy's moves take the episode elsewhere
+    assert np.array_equal(data.proprio[0], expert_data.proprio[0])
+    assert not np.allclose(data.proprio[1], expert_data.proprio[1])
+    # the label is what the expert says in the visited state, not what was executed
+    env = make_env("tabletop-train", image_size=24)
+    env.reset(seed=attempt_seed(5, 0))
+    assert np.allclose(data.actions[0], ScriptedExpert(env).act())
+    with pytest.raises(RobovlaError, match="not a checkpoint folder"):
+        collect(CollectConfig(episodes=1, policy=str(tmp_path / "nowhere")), tmp_path / "x", workers=1, progress=False)

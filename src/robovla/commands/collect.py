@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wrist-camera", action="store_true", help="also record the wrist camera")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise", type=float, default=0.1, help="std of Gaussian noise on the executed motion (recorded labels stay clean)")
+    parser.add_argument("--policy", default=None, metavar="CHECKPOINT",
+                        help="DAgger: this trained policy drives a share of the steps and the expert labels every "
+                             "visited state; every episode is kept, failed or not")
+    parser.add_argument("--policy-share", type=float, default=0.5, help="share of steps the --policy drives")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -37,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         task=args.task,
         seed=args.seed,
         noise=args.noise,
+        policy=args.policy,
+        policy_share=args.policy_share,
     )
     try:
         result = collect(config, args.out, workers=args.workers, progress=not args.quiet)
@@ -44,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"robovla collect: {interrupt}", file=sys.stderr)  # where the progress went and how to resume
         raise
     tasks = ", ".join(f"{k} {s}/{n}" for k, (s, n) in sorted(result.per_task.items()))
-    print(
-        f"wrote {result.episodes} episodes ({result.frames} frames) to {result.out} in {result.seconds:.0f} s; "
-        f"expert success {result.success_rate:.1%} ({result.failed} failed episodes not saved){'; ' + tasks if tasks else ''}"
-    )
+    if args.policy:
+        outcome = f"the policy drove {args.policy_share:.0%} of the steps; episodes that succeeded per task"
+    else:
+        outcome = f"expert success {result.success_rate:.1%} ({result.failed} failed episodes not saved)"
+    print(f"wrote {result.episodes} episodes ({result.frames} frames) to {result.out} in {result.seconds:.0f} s; "
+          f"{outcome}{': ' + tasks if tasks else ''}")
     return 0

@@ -35,6 +35,9 @@ class CollectConfig:
     task: str | None = None
     seed: int = 0
     noise: float = 0.1
+    # DAgger: a trained policy drives this share of the steps while the expert labels every state it visits
+    policy: str | None = None
+    policy_share: float = 0.5
 
 
 @dataclass
@@ -64,12 +67,26 @@ class EpisodeRecorder:
 
         self.config = config
         self.staging = staging
+        self.policy = None
+        if config.policy:  # before the env: importing torch's compiler stack after an EGL context is made crashes
+            import torch
+
+            import robovla
+
+            torch.set_num_threads(1)  # one per worker process: the workers already use the cores
+            self.policy = robovla.load_pretrained(config.policy)
         self.env = make_env(
             config.suite, embodiment=config.embodiment, image_size=config.image_size, wrist_camera=config.wrist_camera, task=config.task
         )
 
-    def run(self, attempt: int) -> tuple[int, bool, int, str]:
-        """Roll out the expert for one attempt; stage it if it succeeded. Returns (attempt, ok, frames, task)."""
+    def _policy_action(self, obs: dict, instruction: str) -> np.ndarray:
+        assert self.policy is not None
+        return self.policy.predict([obs["image"]], [instruction], restrict_to_actions=True,
+                                   proprio=[obs["proprio"]]).actions[0].astype(np.float32)
+
+    def run(self, attempt: int) -> tuple[int, bool, bool, int, str]:
+        """Roll out one attempt; stage it if it succeeded (or, under a policy, always: every visited state
+        carries the expert's label). Returns (attempt, kept, success, frames, task)."""
         from robovla.data.episodes import Episode
         from robovla.data.lerobot_writer import episode_table
         from robovla.sim import ScriptedExpert
@@ -77,7 +94,8 @@ class EpisodeRecorder:
         seed = attempt_seed(self.config.seed, attempt)
         env = self.env
         obs, info = env.reset(seed=seed)
-        expert = ScriptedExpert(env, noise=self.config.noise, rng=np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        expert = ScriptedExpert(env, noise=self.config.noise, rng=rng)
         images, wrist, proprio, actions, grounding = [], [], [], [], []
         success = False
         for _ in range(env.max_episode_steps):
@@ -88,21 +106,26 @@ class EpisodeRecorder:
             proprio.append(obs["proprio"])
             grounding.append(env.grounding())
             actions.append(action)
-            obs, _, terminated, truncated, info = env.step(expert.perturb(action))
+            if self.policy is not None and rng.random() < self.config.policy_share:
+                executed = self._policy_action(obs, info["instruction"])
+            else:
+                executed = expert.perturb(action)
+            obs, _, terminated, truncated, info = env.step(executed)
             if terminated or truncated:
                 success = bool(info["success"])
                 break
         name = f"ep-{attempt:07d}"
-        if not success:
+        if not success and self.policy is None:
             (self.staging / f"failed-{attempt:07d}").touch()
-            return attempt, False, len(actions), info["task"]
+            return attempt, False, False, len(actions), info["task"]
         cams = {"front": np.stack(images), **({"wrist": np.stack(wrist)} if wrist else {})}
-        episode = Episode(info["instruction"], np.stack(actions), np.stack(proprio), cams, grounding=np.stack(grounding))
+        episode = Episode(info["instruction"], np.stack(actions), np.stack(proprio), cams, success=success,
+                          grounding=np.stack(grounding))
         table = episode_table(episode, env.embodiment.control_hz, attempt)
         tmp = self.staging / f"{name}.parquet.tmp"
         pq.write_table(table, tmp)
         tmp.replace(self.staging / f"{name}.parquet")
-        return attempt, True, len(actions), info["task"]
+        return attempt, True, success, len(actions), info["task"]
 
 
 _recorder: EpisodeRecorder | None = None  # one per worker process, made by the pool initializer
@@ -114,7 +137,7 @@ def _init_worker(config: CollectConfig, staging: Path) -> None:
     _recorder = EpisodeRecorder(config, staging)
 
 
-def _run_in_worker(attempt: int) -> tuple[int, bool, int, str]:
+def _run_in_worker(attempt: int) -> tuple[int, bool, bool, int, str]:
     assert _recorder is not None
     return _recorder.run(attempt)
 
@@ -154,6 +177,11 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
     check_family(config.task)
     if config.episodes < 1 or workers < 1:
         raise RobovlaError("--episodes and --workers must be >= 1")
+    if config.policy is not None:
+        if not (Path(config.policy) / "config.json").is_file():
+            raise RobovlaError(f"--policy {config.policy}: not a checkpoint folder (no config.json)")
+        if not 0.0 <= config.policy_share <= 1.0:
+            raise RobovlaError(f"--policy-share must be in [0, 1], got {config.policy_share}")
     out = Path(out)
     staging = out.with_name(out.name + ".partial")
     _prepare_staging(config, staging)
@@ -174,17 +202,18 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
                 pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config, staging))
                 results = pool.imap(_run_in_worker, pending)
             try:
-                for attempt, success, frames, task in results:
+                for attempt, kept, success, frames, task in results:
                     stats = per_task.setdefault(task, [0, 0])
                     stats[0] += success
                     stats[1] += 1
-                    if success:
+                    if kept:
                         ok.append(attempt)
                     else:
                         failed.add(attempt)
                     done.add(attempt)
-                    bar.update(int(success))
-                    bar.set_postfix(success=f"{len(ok) / max(1, len(done)):.0%}", failed=len(failed))
+                    bar.update(int(kept))
+                    wins, tries = (sum(column) for column in zip(*per_task.values()))
+                    bar.set_postfix(success=f"{wins / tries:.0%}", failed=len(failed))
                     if len(ok) >= config.episodes:
                         break
             finally:
@@ -205,6 +234,7 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
         "task": config.task,
         "seed": config.seed,
         "expert_noise": config.noise,
+        **({"dagger_policy": config.policy, "policy_share": config.policy_share} if config.policy else {}),
         "image_size": config.image_size,
         "action_scale": {"pos_step_m": embodiment.pos_step, "rot_step_rad": embodiment.rot_step, "gripper": "absolute, 1 = open"},
     }
