@@ -260,3 +260,23 @@ def test_grounding_run_reports_its_tokens_and_needs_labels(dataset, tmp_path):
     assert prediction.grounding.shape == (1, 2) and prediction.actions.shape == (1, 7)
     with pytest.raises(RobovlaError, match="no grounding labels"):
         train(config(dataset, tmp_path / "unlabelled", steps=1, grounding=True))
+
+
+def test_folders_of_one_robot_pool_into_one_dataset(dataset, tmp_path):
+    from robovla.data import open_dataset
+    from robovla.data.steps import PooledSteps
+    from robovla.errors import RobovlaError
+    from robovla.train.data import TrainingData
+
+    extra = make_dataset(tmp_path / "extra", episodes=3, frames=5)  # also named "synthetic"
+    model = robovla.build_model("tiny", seed=0)
+    data = TrainingData.open(config(dataset, tmp_path / "run", datasets=[str(dataset), str(extra)]), model.processor)
+    pooled = data.datasets["synthetic"]
+    assert isinstance(pooled, PooledSteps) and len(pooled) == 6 * 8 + 3 * 5 and pooled.num_episodes == 9
+    base = open_dataset(dataset)
+    assert np.array_equal(pooled[len(base)]["action"], open_dataset(extra)[0]["action"])
+    stats = data.statistics()["synthetic"]
+    assert stats["num_transitions"] == 63 and np.isclose(stats["action"]["max"][0], pooled.actions[:, 0].max())
+    other = make_dataset(tmp_path / "wide", episodes=1, frames=3, action_dim=6)
+    with pytest.raises(RobovlaError, match="disagree on the actions width"):
+        PooledSteps([base, open_dataset(other)])

@@ -74,3 +74,44 @@ class StepDataset(Dataset):
             rows = np.minimum(np.arange(i, i + self.chunk_size), self._episode_end[i])
             item["action_chunk"] = self.actions[rows]
         return item
+
+
+class PooledSteps(Dataset):
+    """Several folders of one robot (the same dataset name) read as one dataset, with one set of statistics and
+    one sampling weight: extra demonstrations or DAgger rounds join their base dataset this way."""
+
+    def __init__(self, parts: list[StepDataset]) -> None:
+        from robovla.errors import RobovlaError
+
+        names = sorted({part.dataset_name for part in parts})
+        if len(names) != 1:
+            raise RobovlaError(f"only datasets of one name can be pooled, got {', '.join(names)}")
+        for field_name in ("actions", "proprio"):
+            widths = sorted({getattr(part, field_name).shape[1] for part in parts})
+            if len(widths) != 1:
+                raise RobovlaError(f"datasets named {names[0]!r} disagree on the {field_name} width: {widths}")
+        self.parts = parts
+        self.dataset_name = names[0]
+        self.actions = np.concatenate([part.actions for part in parts])
+        self.proprio = np.concatenate([part.proprio for part in parts])
+        # grounding labels only when every part has them: a model that predicts them needs them on every step
+        labelled = all(part.grounding is not None for part in parts)
+        self.grounding = np.concatenate([part.grounding for part in parts]) if labelled else None
+        self._starts = np.cumsum([0] + [len(part) for part in parts])
+
+    @property
+    def num_episodes(self) -> int:
+        return sum(part.num_episodes for part in self.parts)
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i = int(i) % len(self)
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        item = self.parts[k][i - int(self._starts[k])]
+        if self.grounding is None:
+            item.pop("grounding", None)
+        return item

@@ -28,17 +28,18 @@ class TrainingData:
     @classmethod
     def open(cls, config: TrainConfig, processor: VLAProcessor) -> "TrainingData":
         from robovla.data import MixtureSampler, TrainAugment, get_mixture, open_dataset
+        from robovla.data.steps import PooledSteps
 
         if not config.datasets:
             raise RobovlaError("no training data: pass --datasets DIR [DIR ...]")
-        datasets: dict[str, Any] = {}
+        by_name: dict[str, list[Any]] = {}
         for path in config.datasets:
             dataset = open_dataset(path)
-            if dataset.dataset_name in datasets:
-                raise RobovlaError(f"two datasets are named {dataset.dataset_name!r}; names must be unique")
             if len(dataset) == 0:
                 raise RobovlaError(f"dataset {path} has no steps")
-            datasets[dataset.dataset_name] = dataset
+            by_name.setdefault(dataset.dataset_name, []).append(dataset)
+        # folders of one robot (one dataset name) pool into one dataset: one set of statistics, one weight
+        datasets = {name: parts[0] if len(parts) == 1 else PooledSteps(parts) for name, parts in by_name.items()}
         if config.mixture:
             table = get_mixture(config.mixture)
             missing = sorted(set(table) - set(datasets))
