@@ -148,6 +148,16 @@ def test_resume_after_kill_equals_uninterrupted(dataset, tmp_path):
     assert full.final_loss == resumed.final_loss
 
 
+def test_stop_at_then_resume_equals_uninterrupted(dataset, tmp_path):
+    full = train(config(dataset, tmp_path / "a", steps=5, save_every=0))
+    first = train(config(dataset, tmp_path / "b", steps=5, save_every=0, stop_at=2))
+    assert first.steps == 2 and Path(first.checkpoint).name == "step-000002"
+    rest = train(config(dataset, tmp_path / "b", steps=5, save_every=0, resume=True))
+    a = load_file(str(Path(full.checkpoint) / "model.safetensors"))
+    b = load_file(str(Path(rest.checkpoint) / "model.safetensors"))
+    assert rest.steps == 5 and all(torch.equal(a[name], b[name]) for name in a)
+
+
 def test_resume_with_different_config_names_the_keys(dataset, tmp_path):
     train(config(dataset, tmp_path / "run", steps=2))
     with pytest.raises(robovla.RobovlaError, match=r"lr \(0.001 -> 0.01\)"):

@@ -23,7 +23,7 @@ PRECISIONS = ("bf16", "fp32")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 LORA_INITS = ("gaussian", "default")
 # Keys that may differ between a run and its resumption.
-RESUMABLE_CHANGES = frozenset({"resume", "log_every", "tensorboard", "wandb", "wandb_project", "progress"})
+RESUMABLE_CHANGES = frozenset({"resume", "log_every", "tensorboard", "wandb", "wandb_project", "progress", "stop_at"})
 
 
 @dataclass
@@ -64,6 +64,9 @@ class TrainConfig:
     save_every: int = field(default=500, metadata={"help": "steps between checkpoints (0 = only at the end)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "how many step checkpoints to keep"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
+    stop_at: int | None = field(default=None, metadata={
+        "help": "stop after this step with a checkpoint, keeping the --steps schedule (time-sliced jobs: "
+                "--resume later continues to exactly the weights of an uninterrupted run)"})
     tensorboard: bool = field(default=False, metadata={"help": "also log to TensorBoard (out/tensorboard)"})
     wandb: bool = field(default=False, metadata={"help": "also log to Weights & Biases"})
     wandb_project: str = field(default="robovla", metadata={"help": "W&B project"})

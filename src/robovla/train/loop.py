@@ -244,7 +244,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         checkpoint: Path | None = self.resume_from
         progress = self.logger.progress_bar(initial=self.step, total=config.steps) if config.progress else None
-        while self.step < config.steps:
+        last_step = min(config.steps, config.stop_at or config.steps)
+        while self.step < last_step:
             t0 = time.perf_counter()
             metrics = self.train_step()
             metrics["samples_per_s"] = config.batch_size / (time.perf_counter() - t0)
@@ -253,7 +254,7 @@ class Trainer:
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['action_accuracy']:.3f}")
-            if (config.save_every and self.step % config.save_every == 0) or self.step == config.steps:
+            if (config.save_every and self.step % config.save_every == 0) or self.step == last_step:
                 checkpoint = self.save()
         if progress is not None:
             progress.close()
