@@ -32,7 +32,24 @@ stage runs/tabletop-cpu-v1b step-004000 $ROBOVLA finetune --checkpoint runs/tabl
 stage runs/tabletop-cpu-v4 step-008000 $ROBOVLA finetune --checkpoint runs/tabletop-cpu-v1b/checkpoints/step-004000 \
     --proprio --strategy full --datasets "$NOISY" --steps 8000 --batch-size 32 --lr 3e-4 --schedule warmup-cosine \
     --warmup-steps 200 --no-augment --save-every 1000 --keep-checkpoints 10 --log-every 50
-# 3. ship: bf16 weights without the training state, then measure the shipped files themselves
+# 3. say where the named objects are before acting (grounding tokens), on 4000 new demos that record them
+GROUNDED=data/tabletop-train-128-g
+[ -f "$GROUNDED/meta/info.json" ] || $ROBOVLA collect --suite tabletop-train --episodes 4000 --out "$GROUNDED" \
+    --image-size 128 --workers 2 --seed 3 --noise 0.3
+stage runs/tabletop-cpu-g1 step-003000 $ROBOVLA finetune --checkpoint runs/tabletop-cpu-v4/checkpoints/step-008000 \
+    --grounding --proprio --strategy full --datasets "$GROUNDED" --steps 10000 --stop-at 3000 --batch-size 32 \
+    --lr 3e-4 --schedule warmup-cosine --warmup-steps 200 --no-augment --save-every 1000 --keep-checkpoints 10 \
+    --log-every 50
+# 4. DAgger: that policy drives half the steps, the expert labels every state it visits; train on both
+DAGGER1=data/tabletop-train-128-d1
+[ -f "$DAGGER1/meta/info.json" ] || $ROBOVLA collect --suite tabletop-train --episodes 1000 --out "$DAGGER1" \
+    --image-size 128 --workers 2 --seed 11 --noise 0.3 --policy runs/tabletop-cpu-g1/checkpoints/step-003000 \
+    --policy-share 0.5
+stage runs/tabletop-cpu-g2 step-006000 $ROBOVLA finetune --checkpoint runs/tabletop-cpu-g1/checkpoints/step-003000 \
+    --strategy full --datasets "$GROUNDED" "$DAGGER1" --steps 6000 --batch-size 32 --lr 3e-4 \
+    --schedule warmup-cosine --warmup-steps 200 --no-augment --save-every 1000 --keep-checkpoints 10 --log-every 50
+FINAL=runs/tabletop-cpu-g2/checkpoints/step-006000
+# 5. ship: bf16 weights without the training state, then measure the shipped files themselves
 SHIP=${SHIP:-runs/tabletop-cpu-policy}
-[ -d "$SHIP" ] || $ROBOVLA export --checkpoint runs/tabletop-cpu-v4/checkpoints/step-008000 --out "$SHIP"
+[ -d "$SHIP" ] || $ROBOVLA export --checkpoint "$FINAL" --out "$SHIP"
 $ROBOVLA eval --checkpoint "$SHIP" --suite tabletop-train --episodes 50

@@ -151,6 +151,18 @@ class VLAConfig:
         return bool(self.extra.get("robovla_proprio", False))
 
     @property
+    def action_selection(self) -> str:
+        """How `predict` picks each action token by default: "greedy" (the reference) or "median" of the
+        bins' distribution (robovla's extension; see `StaticCacheDecoder.generate`)."""
+        return str(self.extra.get("robovla_action_selection", "greedy"))
+
+    @property
+    def action_chunk(self) -> int:
+        """Actions predicted per call (robovla's extension; the reference predicts 1): the next K actions,
+        executed in order, carry a policy through pauses (a grasp closing) that one observation cannot tell apart."""
+        return int(self.extra.get("robovla_action_chunk", 1))
+
+    @property
     def uses_grounding(self) -> bool:
         """Whether the model first says where the instruction's objects are (grounding tokens), then acts:
         an embodied chain of thought, trained on the simulator's labels (robovla's extension)."""

@@ -242,6 +242,7 @@ class VLAProcessor:
         norm_stats: dict[str, Any] | None,
         uses_proprio: bool = False,
         uses_grounding: bool = False,
+        action_chunk: int = 1,
     ) -> None:
         self.image_config = image_config
         self.image_transform = ImageTransform(image_config)
@@ -250,6 +251,7 @@ class VLAProcessor:
         self.norm_stats = norm_stats or {}
         self.uses_proprio = uses_proprio
         self.uses_grounding = uses_grounding
+        self.action_chunk = action_chunk
 
     @classmethod
     def for_model(cls, config: VLAConfig, tokenizer: TextTokenizer, image_config: ImageProcessorConfig | None = None):
@@ -260,6 +262,7 @@ class VLAProcessor:
             config.norm_stats,
             uses_proprio=config.uses_proprio,
             uses_grounding=config.uses_grounding,
+            action_chunk=config.action_chunk,
         )
 
     def normalizer(self, unnorm_key: str | None) -> ActionNormalizer:
@@ -350,9 +353,13 @@ class VLAProcessor:
         grounding: Any = None,
     ) -> dict:
         """One supervised example: prompt + "▁" (+ grounding tokens) + action tokens + EOS; only the tokens after
-        the prompt are labelled."""
-        normalized = self.normalizer(unnorm_key).normalize(np.asarray(action))
-        target_ids = self.action_tokenizer.encode(normalized).tolist() + [self.tokenizer.eos_token_id]
+        the prompt are labelled. `action` is [D], or [K, D] for a model that predicts chunks of K actions."""
+        action = np.asarray(action)
+        if action.shape[:-1] != ((self.action_chunk,) if self.action_chunk > 1 else ()):
+            raise RobovlaError(f"this model predicts {self.action_chunk} action(s) per step, got actions of shape "
+                               f"{tuple(action.shape)}")
+        normalized = self.normalizer(unnorm_key).normalize(action)
+        target_ids = self.action_tokenizer.encode(normalized).reshape(-1).tolist() + [self.tokenizer.eos_token_id]
         if self.uses_grounding:
             if grounding is None:
                 raise RobovlaError("this model predicts grounding tokens, but the dataset has no grounding labels "

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-envs", type=int, default=25, help="environments stepped together")
     parser.add_argument("--full-vocabulary", action="store_true",
                         help="greedy over the whole vocabulary (reference semantics) instead of the action tokens")
+    parser.add_argument("--selection", choices=("greedy", "median", "sample"), default=None,
+                        help="how each action token is picked (default: the checkpoint's, greedy unless set)")
     parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model's inference path")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.suite not in list_suites():
         raise RobovlaError(f"unknown suite {args.suite!r}; valid: {', '.join(list_suites())}")
     model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype)
+    if args.selection:
+        model.config.extra["robovla_action_selection"] = args.selection
     if args.compile:
         model.compile_inference()
     result = evaluate_policy(model, args.suite, args.episodes, args.seed, args.embodiment, args.unnorm_key,

@@ -12,6 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder (openvla-7b Hugging Face layout)")
     parser.add_argument("--out", required=True, help="new folder (written atomically; must not exist)")
     parser.add_argument("--dtype", default="bfloat16", help="weights dtype: bfloat16 (default, half size) or float32")
+    parser.add_argument("--selection", choices=("greedy", "median", "sample"), default=None,
+                        help="how `predict` picks action tokens by default for the exported model "
+                             "(default: keep the checkpoint's, greedy unless set)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
         raise RobovlaError(f"{out} already exists: choose a new --out")
     dtype = resolve_dtype(args.dtype)
     model = robovla.load_pretrained(args.checkpoint, dtype=dtype)
+    if args.selection:
+        model.config.extra["robovla_action_selection"] = args.selection
     extras = {}
     config_file = Path(args.checkpoint) / "training_config.json"
     if config_file.exists():  # provenance: how the weights were trained

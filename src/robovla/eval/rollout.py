@@ -20,13 +20,21 @@ Actor = Callable[[VectorEnv, dict[str, np.ndarray], np.ndarray], np.ndarray]
 
 
 def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True) -> Actor:
-    """Actions [N, 7] for the running envs from one batched model call (zeros for finished ones)."""
+    """Actions [N, 7] for the running envs (zeros for finished ones). One batched model call serves every env
+    whose queue is empty; a chunking model's K actions are queued and executed in order before it asks again."""
+    queues: dict[int, list[np.ndarray]] = {}
 
     def act(envs: VectorEnv, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
+        ask = np.array([k for k in running if not queues.get(k)], dtype=int)
+        if ask.size:
+            prediction = model.predict(list(obs["image"][ask]), [envs.instructions[k] for k in ask], unnorm_key,
+                                       restrict_to_actions=restrict_to_actions, proprio=list(obs["proprio"][ask]))
+            chunks = prediction.chunk if prediction.chunk is not None else prediction.actions[:, None]
+            for k, chunk in zip(ask, chunks):
+                queues[k] = list(chunk)
         actions = np.zeros((len(envs), 7), dtype=np.float32)
-        actions[running] = model.predict(list(obs["image"][running]), [envs.instructions[k] for k in running],
-                                         unnorm_key, restrict_to_actions=restrict_to_actions,
-                                         proprio=list(obs["proprio"][running])).actions
+        for k in running:
+            actions[k] = queues[k].pop(0)
         return actions
 
     return act

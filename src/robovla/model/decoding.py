@@ -17,6 +17,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 
 CAPACITY_MULTIPLE = 32
+SELECTIONS = ("greedy", "median", "sample")  # how a decoding step picks its token
 
 
 @contextlib.contextmanager
@@ -29,6 +30,26 @@ def frozen_weights(enabled: bool = True):
 
     with inductor_config.patch(freezing=True):
         yield
+
+
+def pick_tokens(logits: torch.Tensor, token_range: tuple[int, int] | None, selection: str = "greedy") -> torch.Tensor:
+    """One decoding step's ids [B] from logits [B, V].
+
+    "greedy" takes the argmax (the reference). The others need `token_range` (the action bins, ordered by value).
+    "median" takes the bin at the median of the step's distribution: a continuous action spreads its mass over
+    many neighbouring bins, so the single likeliest bin is often a spike such as "exactly zero" even when most of
+    the mass says "move"; the median follows the mass. "sample" draws from it (torch's global RNG).
+    """
+    if token_range is None:
+        return logits.argmax(dim=-1)
+    lo, hi = token_range
+    if selection == "greedy":
+        return logits[:, lo:hi].argmax(dim=-1) + lo
+    probs = logits[:, lo:hi].float().softmax(dim=-1)
+    if selection == "sample":
+        return torch.multinomial(probs, 1)[:, 0] + lo
+    below_half = (probs.cumsum(dim=-1) < 0.5).sum(dim=-1)
+    return below_half.clamp(max=hi - lo - 1) + lo
 
 
 class StaticCacheDecoder:
@@ -110,8 +131,15 @@ class StaticCacheDecoder:
         num_tokens: int,
         token_range: tuple[int, int] | None = None,
         step_logits: list[torch.Tensor] | None = None,
+        selection: str = "greedy",
     ) -> torch.Tensor:
-        """Greedy ids [B, num_tokens]; `token_range` (lo, hi) restricts the argmax to ids lo..hi-1."""
+        """Ids [B, num_tokens]; `token_range` (lo, hi) restricts the choice to ids lo..hi-1.
+
+        `selection` says how each step picks its token (see `pick_tokens`)."""
+        if selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
+        if selection != "greedy" and token_range is None:
+            raise ValueError(f"{selection} selection needs token_range (the action bins)")
         model = self.lm.model
         batch, length, _ = inputs_embeds.shape
         # rounded up so prompts of similar length share one compiled step
@@ -143,10 +171,7 @@ class StaticCacheDecoder:
         for step in range(num_tokens):
             if step_logits is not None:
                 step_logits.append(logits)
-            if token_range is None:
-                token = logits.argmax(dim=-1)
-            else:
-                token = logits[:, token_range[0] : token_range[1]].argmax(dim=-1) + token_range[0]
+            token = pick_tokens(logits, token_range, selection)
             generated.append(token)
             if step + 1 == num_tokens:
                 break

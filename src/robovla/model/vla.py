@@ -36,6 +36,7 @@ class ActionPrediction:
     token_ids: np.ndarray  # [B, action_dim] generated ids
     normalized: np.ndarray  # [B, action_dim] bin centres in [-1, 1]
     grounding: np.ndarray | None = None  # [B, G] where the model says the named objects are (grounding models)
+    chunk: np.ndarray | None = None  # [B, K, action_dim] the next K actions (chunking models); actions = chunk[:, 0]
 
 
 def _build_language_model(config: VLAConfig) -> nn.Module:
@@ -195,18 +196,21 @@ class VLA(nn.Module):
         num_tokens: int,
         restrict_to_actions: bool = False,
         step_logits: list[torch.Tensor] | None = None,
+        selection: str = "greedy",
     ) -> torch.Tensor:
-        """Greedy decoding of `num_tokens` ids: one prefix pass, then one token per step on a static KV cache.
+        """Decoding of `num_tokens` ids: one prefix pass, then one token per step on a static KV cache.
 
         If `step_logits` is a list, each step's full-vocabulary logits [B, V] (float32) are appended to it.
+        `selection` is "greedy" (the reference) or "median" (over the action bins; implies restricting to them).
         """
+        restrict_to_actions = restrict_to_actions or selection != "greedy"
         patches = self.embed_patches(pixel_values)
         inputs, mask, position_ids = self.multimodal_inputs(patches, input_ids, attention_mask)
         first_action = self.config.action_vocab_size - self.config.n_action_bins
         token_range = (first_action, self.config.action_vocab_size) if restrict_to_actions else None
         if self._decoder is None or self._decoder.lm is not self.language_model:
             self._decoder = StaticCacheDecoder(self.language_model, compile=self._compiled_inference)
-        return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits)
+        return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits, selection)
 
     def compile_inference(self, enabled: bool = True) -> "VLA":
         """Run vision, prefill and each decode step through torch.compile (inductor, weights frozen into
@@ -234,6 +238,7 @@ class VLA(nn.Module):
         return_token_ids: bool = False,
         restrict_to_actions: bool = False,
         proprio: Any = None,
+        selection: str | None = None,
     ):
         """Image(s) + instruction(s) -> unnormalised action(s).
 
@@ -245,7 +250,7 @@ class VLA(nn.Module):
         if single and proprio is not None:
             proprio = [proprio]
         prediction = self.predict(images, instructions, unnorm_key, restrict_to_actions=restrict_to_actions,
-                                  proprio=proprio)
+                                  proprio=proprio, selection=selection)
         actions = prediction.actions[0] if single else prediction.actions
         token_ids = prediction.token_ids[0] if single else prediction.token_ids
         return (actions, token_ids) if return_token_ids else actions
@@ -257,21 +262,27 @@ class VLA(nn.Module):
         unnorm_key: str | None = None,
         restrict_to_actions: bool = False,
         proprio: Sequence[Any] | None = None,
+        selection: str | None = None,
     ) -> ActionPrediction:
+        """Batched `predict_action` with everything generated. `selection` None uses the checkpoint's
+        `config.action_selection` ("greedy", the reference's, unless its trainer chose "median")."""
         processor = self._require_processor()
         image_list, instruction_list = _as_batch(images, instructions)
         normalizer = processor.normalizer(unnorm_key)  # validates the key before any compute
         prompts = processor.encode_prompts(instruction_list, proprio if processor.uses_proprio else None, unnorm_key)
         pixel_values = processor.pixel_values(image_list)
         mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
-        n_grounding = processor.grounding_dim(unnorm_key)
+        n_grounding, chunk = processor.grounding_dim(unnorm_key), processor.action_chunk
         generated = self.generate_action_tokens(
-            pixel_values, prompts.input_ids, mask, n_grounding + normalizer.action_dim, restrict_to_actions
+            pixel_values, prompts.input_ids, mask, n_grounding + chunk * normalizer.action_dim, restrict_to_actions,
+            selection=selection or self.config.action_selection,
         ).cpu().numpy()
-        token_ids = generated[:, n_grounding:]
-        normalized = processor.action_tokenizer.decode(token_ids)
+        chunk_ids = generated[:, n_grounding:].reshape(len(generated), chunk, normalizer.action_dim)
+        normalized = processor.action_tokenizer.decode(chunk_ids)
+        actions = normalizer.unnormalize(normalized)
         grounding = processor.decode_grounding(generated[:, :n_grounding], unnorm_key) if n_grounding else None
-        return ActionPrediction(normalizer.unnormalize(normalized), token_ids, normalized, grounding)
+        return ActionPrediction(actions[:, 0], chunk_ids[:, 0], normalized[:, 0], grounding,
+                                actions if chunk > 1 else None)
 
 
 def _as_batch(images: Any, instructions: str | Sequence[str]) -> tuple[list[Any], list[str]]:

@@ -34,6 +34,9 @@ class TrainConfig:
     proprio: bool | None = field(default=None, metadata={
         "help": "read the robot state as prompt tokens (unset: as the preset or checkpoint says; --proprio adds "
                 "it when fine-tuning an image-only checkpoint, like OpenVLA-OFT)"})
+    action_chunk: int | None = field(default=None, metadata={
+        "help": "predict the next K actions per call, executed in order (unset: as the preset or checkpoint "
+                "says, 1 for the reference)"})
     grounding: bool | None = field(default=None, metadata={
         "help": "first predict where the instruction's objects are (grounding tokens from the dataset's "
                 "`annotation.grounding` labels), then the action (unset: as the preset or checkpoint says)"})
@@ -81,6 +84,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accumulation", "log_every", "lora_rank"):
             if getattr(self, name) < 1:
                 raise RobovlaError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.action_chunk is not None and self.action_chunk < 1:
+            raise RobovlaError(f"action_chunk must be >= 1, got {self.action_chunk}")
         if self.batch_size % self.grad_accumulation:
             raise RobovlaError(
                 f"batch_size {self.batch_size} is not divisible by grad_accumulation {self.grad_accumulation}"

@@ -33,8 +33,9 @@ class TrainingData:
         if not config.datasets:
             raise RobovlaError("no training data: pass --datasets DIR [DIR ...]")
         by_name: dict[str, list[Any]] = {}
+        chunk = processor.action_chunk
         for path in config.datasets:
-            dataset = open_dataset(path)
+            dataset = open_dataset(path, chunk_size=chunk if chunk > 1 else None)
             if len(dataset) == 0:
                 raise RobovlaError(f"dataset {path} has no steps")
             by_name.setdefault(dataset.dataset_name, []).append(dataset)
@@ -88,7 +89,8 @@ class TrainingData:
             image = item["image"]
             if self.augment is not None:
                 image = self.augment(image, np.random.default_rng([self.seed, step, position]))
+            action = item["action_chunk"] if "action_chunk" in item else item["action"]
             examples.append(self.processor.training_example(
-                image, item["instruction"], item["action"], name, item.get("proprio"), item.get("grounding")
+                image, item["instruction"], action, name, item.get("proprio"), item.get("grounding")
             ))
         return self.processor.collate(examples)

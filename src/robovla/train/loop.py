@@ -71,6 +71,9 @@ def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
     if config.grounding is not None:
         model.config.extra["robovla_grounding"] = config.grounding
         model.processor.uses_grounding = config.grounding
+    if config.action_chunk is not None:
+        model.config.extra["robovla_action_chunk"] = config.action_chunk
+        model.processor.action_chunk = config.action_chunk
     return model
 
 
@@ -100,7 +103,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         base = build_base_model(config, self.dist.device)
         self.data = TrainingData.open(config, base.processor)
-        self.action_dim = int(next(iter(self.data.datasets.values())).actions.shape[1])
+        action_dim = int(next(iter(self.data.datasets.values())).actions.shape[1])
+        self.action_tokens = action_dim * base.processor.action_chunk  # labelled action tokens per example
         set_norm_stats(base, self.data)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(base)
@@ -185,10 +189,10 @@ class Trainer:
         """Sums for the loss, action-token accuracy and L1 of decoded actions (EOS excluded from the last two),
         then accuracy and L1 (normalised units) of the grounding tokens that precede the action."""
         with torch.no_grad():
-            # every example labels the same count of tokens: [grounding G][action D][EOS], flattened row-major
+            # every example labels the same count of tokens: [grounding G][actions K*D][EOS], flattened row-major
             labels = out.labels.view(rows, -1)
             predicted = out.logits.argmax(-1).view(rows, -1)
-            n_grounding = labels.shape[1] - 1 - self.action_dim
+            n_grounding = labels.shape[1] - 1 - self.action_tokens
             sums = [out.loss.item() * labels.numel(), labels.numel()]
             for part in (slice(n_grounding, -1), slice(0, n_grounding)):
                 sums += self._bin_token_sums(predicted[:, part], labels[:, part])
