@@ -132,3 +132,27 @@ def test_websocket_api_key(tiny_vla):
         client = OpenpiStyleClient(ws_uri(keyed), api_key="k3y")  # openpi's header: Authorization: Api-Key
         assert client.metadata["auth_required"] is True
         client.close()
+
+
+def test_a_chunking_model_sends_its_whole_chunk_and_rest_its_first_action():
+    import httpx
+    import json_numpy
+
+    import robovla
+
+    config = robovla.preset("tiny")
+    config.extra["robovla_action_chunk"] = 3
+    stats = {"sim": {"action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0] * 6 + [1.0], "mask": [True] * 6 + [False]}}}
+    model = robovla.build_model(config, norm_stats=stats, seed=4)
+    server_config = ServerConfig(max_wait_ms=1.0)
+    with BackgroundServer(create_app(model, server_config, "chunky"), server_config) as running:
+        client = OpenpiStyleClient(ws_uri(running))
+        assert client.metadata["action_horizon"] == 3
+        reply = client.infer({"image": image(8), "prompt": "pick"})
+        expected = model.predict([image(8)], ["pick"]).chunk[0]
+        assert reply["actions"].shape == (3, 7) and np.array_equal(reply["actions"], expected)
+        client.close()
+        body = json_numpy.dumps({"image": image(8), "instruction": "pick"})
+        response = httpx.post(f"http://{running.host}:{running.port}/act", content=body,
+                              headers={"content-type": "application/json"})
+        assert np.array_equal(json_numpy.loads(response.text), expected[0])

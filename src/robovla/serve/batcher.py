@@ -28,8 +28,13 @@ PredictFn = Callable[[Sequence[Observation]], np.ndarray]  # same unnorm_key thr
 
 @dataclass(frozen=True)
 class BatchedAction:
-    action: np.ndarray  # [action_dim]
+    chunk: np.ndarray  # [horizon, action_dim]: the next actions in order (horizon 1 unless the model chunks)
     batch_size: int  # observations in the model call that produced it
+
+    @property
+    def action(self) -> np.ndarray:
+        """The action to execute now: what OpenVLA's `/act` returns."""
+        return self.chunk[0]
 
 
 @dataclass
@@ -115,15 +120,15 @@ class DynamicBatcher:
         for group in groups.values():
             start = time.perf_counter()
             try:
-                actions = await loop.run_in_executor(self._executor, self._predict, [p.observation for p in group])
+                chunks = await loop.run_in_executor(self._executor, self._predict, [p.observation for p in group])
             except Exception as error:  # these requests fail, the worker lives on
                 logger.exception("inference failed for a batch of %d", len(group))
                 _fail(group, error)
                 continue
             self._metrics.record_batch(len(group), time.perf_counter() - start)
-            for pending, action in zip(group, actions):
+            for pending, chunk in zip(group, chunks):
                 if not pending.future.done():
-                    pending.future.set_result(BatchedAction(action, len(group)))
+                    pending.future.set_result(BatchedAction(chunk, len(group)))
 
 
 def _fail(pending: list[_Pending], error: Exception) -> None:

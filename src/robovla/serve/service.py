@@ -45,10 +45,10 @@ class PolicyService:
         return list(await asyncio.gather(*self._batcher.submit(observations)))
 
     def _predict(self, observations: Sequence[Observation]) -> np.ndarray:
-        """Runs in the batcher's worker thread; all observations share one unnorm_key."""
+        """[B, horizon, action_dim]; runs in the batcher's worker thread; all observations share one unnorm_key."""
         prediction = self.vla.predict([o.image for o in observations], [o.instruction for o in observations],
                                       observations[0].unnorm_key, proprio=[o.proprio for o in observations])
-        return prediction.actions
+        return prediction.chunk if prediction.chunk is not None else prediction.actions[:, None]
 
 
 def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         "max_image_side": config.max_image_side,
         "observation_keys": {"image": list(IMAGE_KEYS), "instruction": list(INSTRUCTION_KEYS),
                              "unnorm_key": [UNNORM_KEY]},
-        "action_horizon": 1,
+        "action_horizon": vla.config.action_chunk,  # the websocket replies with this many actions
         "max_batch_size": config.max_batch_size,
         "max_batch_request": config.max_batch_request,
         "auth_required": config.api_key is not None,

@@ -1,8 +1,8 @@
 """The openpi policy-server protocol, so openpi clients (`WebsocketClientPolicy`) can drive robovla.
 
 On connect the server sends the metadata as one msgpack-numpy frame; then each binary frame holding a packed
-observation dict gets one packed reply `{"actions": [1, action_dim], "server_timing": {"infer_ms": ...}}`
-(OpenVLA predicts one step, so the chunk has length 1). Unlike openpi, a bad observation does not end the
+observation dict gets one packed reply `{"actions": [horizon, action_dim], "server_timing": {"infer_ms": ...}}`
+(OpenVLA predicts one step, so its chunk has length 1; a chunking model sends its K actions). Unlike openpi, a bad observation does not end the
 session: the reply is a text frame with the JSON error (openpi clients raise it), and the next frame is served.
 """
 
@@ -57,7 +57,7 @@ async def _answer(websocket: WebSocket, service: PolicyService, message: dict) -
         batch_size = result.batch_size
         infer_ms = (time.perf_counter() - start) * 1000
         await websocket.send_bytes(msgpack_packb(
-            {"actions": result.action[None, :], "server_timing": {"infer_ms": infer_ms, "batch_size": batch_size}}
+            {"actions": result.chunk, "server_timing": {"infer_ms": infer_ms, "batch_size": batch_size}}
         ))
     except WebSocketDisconnect:
         status = 499
