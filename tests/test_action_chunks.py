@@ -83,6 +83,10 @@ def test_rollout_executes_a_chunk_before_asking_again(model):
         assert calls == [2]  # three actions from one call
         act(envs, obs, np.array([1]))
         assert calls == [2, 1]
+        replanning = policy_actor(model, "tabletop_default", execute=1)  # first action only, then ask again
+        for _ in range(2):
+            assert np.allclose(replanning(envs, obs, np.array([0, 1])), chunk[:, 0])
+        assert calls == [2, 1, 2, 2]
         envs.close()
     finally:
         del model.predict

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="greedy over the whole vocabulary (reference semantics) instead of the action tokens")
     parser.add_argument("--selection", choices=("greedy", "median", "sample"), default=None,
                         help="how each action token is picked (default: the checkpoint's, greedy unless set)")
+    parser.add_argument("--execute", type=int, default=None,
+                        help="actions of each predicted chunk to execute before asking again (default: all)")
     parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model's inference path")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -30,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from robovla.errors import RobovlaError
     from robovla.eval import evaluate_policy
 
-    if args.episodes < 1 or args.num_envs < 1:
-        raise RobovlaError("--episodes and --num-envs must be >= 1")
+    if args.episodes < 1 or args.num_envs < 1 or (args.execute is not None and args.execute < 1):
+        raise RobovlaError("--episodes, --num-envs and --execute must be >= 1")
     from robovla.sim import list_suites
 
     if args.suite not in list_suites():
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compile:
         model.compile_inference()
     result = evaluate_policy(model, args.suite, args.episodes, args.seed, args.embodiment, args.unnorm_key,
-                             args.num_envs, restrict_to_actions=not args.full_vocabulary, progress=not args.json)
+                             args.num_envs, restrict_to_actions=not args.full_vocabulary, progress=not args.json,
+                             execute=args.execute)
     print(json.dumps(result.to_dict()) if args.json else result.line())
     return 0

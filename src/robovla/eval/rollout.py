@@ -19,9 +19,10 @@ from robovla.sim.vector import VectorEnv
 Actor = Callable[[VectorEnv, dict[str, np.ndarray], np.ndarray], np.ndarray]
 
 
-def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True) -> Actor:
+def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True, execute: int | None = None) -> Actor:
     """Actions [N, 7] for the running envs (zeros for finished ones). One batched model call serves every env
-    whose queue is empty; a chunking model's K actions are queued and executed in order before it asks again."""
+    whose queue is empty; a chunking model's K actions (or the first `execute` of them) are queued and executed
+    in order before it asks again."""
     queues: dict[int, list[np.ndarray]] = {}
 
     def act(envs: VectorEnv, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
@@ -31,7 +32,7 @@ def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True) 
                                        restrict_to_actions=restrict_to_actions, proprio=list(obs["proprio"][ask]))
             chunks = prediction.chunk if prediction.chunk is not None else prediction.actions[:, None]
             for k, chunk in zip(ask, chunks):
-                queues[k] = list(chunk)
+                queues[k] = list(chunk[:execute])
         actions = np.zeros((len(envs), 7), dtype=np.float32)
         for k in running:
             actions[k] = queues[k].pop(0)
@@ -92,6 +93,7 @@ def evaluate_policy(
     num_envs: int = 25,
     restrict_to_actions: bool = True,
     progress: bool = False,
+    execute: int | None = None,
 ) -> EvalResult:
     """Success rate of `model` over `episodes` seeded episodes of `suite`."""
     from robovla.sim import get_embodiment, make_env
@@ -111,7 +113,7 @@ def evaluate_policy(
         envs = VectorEnv([make_env(suite, embodiment=embodiment, image_size=image_size) for _ in range(count)])
         obs, infos = envs.reset(seeds=[seed + wave_start + k for k in range(count)])
         families = [info.get("task", "task") for info in infos]
-        act = policy_actor(model, key, restrict_to_actions)
+        act = policy_actor(model, key, restrict_to_actions, execute)
         success, length, _ = run_episodes(envs, obs, act)
         envs.close()
         for family, ok, n in zip(families, success, length):
