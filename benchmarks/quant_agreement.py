@@ -11,7 +11,9 @@ action| (unnormalised), LLM weight memory and batch-1 latency. Writes JSON and a
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +52,14 @@ def collect_observations(model: robovla.VLA, count: int, suite: str, seed: int, 
     return observations[:count]
 
 
-def predict_all(model: robovla.VLA, observations: list[dict], batch: int = 25) -> tuple[np.ndarray, np.ndarray]:
+def predict_all(model: robovla.VLA, observations: list[dict], selection: str,
+                batch: int = 25) -> tuple[np.ndarray, np.ndarray]:
     ids, actions = [], []
     for start in range(0, len(observations), batch):
         chunk = observations[start : start + batch]
         out = model.predict([o["image"] for o in chunk], [o["instruction"] for o in chunk],
-                            proprio=[o["proprio"] for o in chunk])  # ignored by models without state input
+                            proprio=[o["proprio"] for o in chunk],  # ignored by models without state input
+                            selection=selection)
         ids.append(out.token_ids)
         actions.append(out.actions)
     return np.concatenate(ids), np.concatenate(actions)
@@ -76,7 +80,7 @@ def main() -> None:
     parser.add_argument("--markdown", default="docs/quantization_agreement.md")
     args = parser.parse_args()
     if args.checkpoint is None:
-        args.checkpoint = str(shipped_policy_path())
+        args.checkpoint = os.path.relpath(shipped_policy_path())
         if not (Path(args.checkpoint) / "config.json").exists():
             print("quant_agreement: no shipped policy yet; pass --checkpoint (e.g. a run of `make policy`)")
             return
@@ -85,13 +89,16 @@ def main() -> None:
 
     reference = robovla.load_pretrained(args.checkpoint, dtype="float32")
     observations = collect_observations(reference, args.observations, args.suite, args.seed, num_envs=10)
-    ref_ids, ref_actions = predict_all(reference, observations)
+    # the checkpoint's own token selection, and greedy (the reference's) when that differs
+    selections = list(dict.fromkeys([reference.config.action_selection, "greedy"]))
     rows = []
-    for dtype, quantization in VARIANTS:
+    for selection, (dtype, quantization) in itertools.product(selections, VARIANTS):
+        ref_ids, ref_actions = predict_all(reference, observations, selection)
         model = robovla.load_pretrained(args.checkpoint, dtype=dtype, quantization=quantization)
-        ids, actions = predict_all(model, observations)
+        ids, actions = predict_all(model, observations, selection)
         row = {
-            "dtype": dtype, "quantization": quantization or "none", "observations": len(observations),
+            "selection": selection, "dtype": dtype, "quantization": quantization or "none",
+            "observations": len(observations),
             "llm_weight_mb": round(module_bytes(model.language_model) / 2**20, 2),
             "identical_tokens": round(float(np.mean(ids == ref_ids)), 4),
             "identical_actions": round(float(np.mean((ids == ref_ids).all(axis=1))), 4),
@@ -114,14 +121,16 @@ def markdown(args: argparse.Namespace, rows: list[dict]) -> str:
         f"Made by `benchmarks/quant_agreement.py` (part of `make bench`) for `{args.checkpoint}`:",
         f"{rows[0]['observations']} observations that the float32 policy visits on `{args.suite}` (seeds from",
         f"{args.seed}), each predicted by every variant.",
-        "Agreement is with the float32 model's greedy action tokens; deltas are in action units (unnormalised).",
+        "Agreement is with the float32 model's action tokens under the same token selection (the checkpoint's",
+        "default, then greedy as the reference decodes); deltas are in action units (unnormalised).",
         "",
-        "| weights | LLM weight MB | identical tokens | all 7 tokens identical | mean abs action delta | batch-1 ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| selection | weights | LLM weight MB | identical tokens | all 7 tokens identical | mean abs action delta "
+        "| batch-1 ms |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         name = r["dtype"] if r["quantization"] == "none" else f"{r['quantization']} ({r['dtype']} activations)"
-        lines.append(f"| {name} | {r['llm_weight_mb']:.2f} | {r['identical_tokens']:.1%} | "
+        lines.append(f"| {r['selection']} | {name} | {r['llm_weight_mb']:.2f} | {r['identical_tokens']:.1%} | "
                      f"{r['identical_actions']:.1%} | {r['mean_abs_action_delta']:.4f} | {r['latency_ms_batch1']:.1f} |")
     return "\n".join(lines) + "\n"
 
