@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/quant_agreement.py
 
 policy: $(STAMP)
-	# the shipped tabletop-cpu policy from nothing (~2 h on 2 cores); re-run to resume after a kill
+	# the shipped tabletop-cpu policy from nothing (~4.5 h on 2 cores); re-run to resume after a kill
 	bash scripts/train_tabletop_policy.sh
 
 clean:
