@@ -9,7 +9,7 @@ def test_demo_runs_and_saves_a_filmstrip(tmp_path, capsys):
     main(["--episodes", "2", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "success" in out and "episode 1:" in out
-    assert (tmp_path / "episode0.png").stat().st_size > 0
+    assert (tmp_path / "episode.png").stat().st_size > 0
     if not (shipped_policy_path() / "config.json").exists():
         assert "saved and reloaded an openvla-7b-layout checkpoint" in out
         assert "success 2/2" in out  # the scripted expert solves its episodes

@@ -2,8 +2,8 @@
 
 Loads `assets/policies/tabletop-cpu` (an openvla-7b-layout checkpoint trained by the command in the README),
 rolls it out on seeded scenes of the training suite, prints every episode and the success rate, and saves a
-filmstrip of the first episode. Without a shipped policy it shows the pieces instead: the random-weight `tiny`
-preset saved, reloaded and predicting, and the simulator solved by its scripted expert.
+filmstrip of the first successful episode. Without a shipped policy it shows the pieces instead: the
+random-weight `tiny` preset saved, reloaded and predicting, and the simulator solved by its scripted expert.
 """
 
 from __future__ import annotations
@@ -43,16 +43,24 @@ def run_policy_in_sim(policy: robovla.VLA | None, episodes: int, seed: int, out:
     obs, _ = envs.reset(seeds=[seed + k for k in range(episodes)])
     start = time.perf_counter()
     act = policy_actor(policy, "tabletop_default") if policy is not None else (lambda e, o, r: e.expert_actions())
-    success, length, frames = run_episodes(envs, obs, act, keep_frames_of=0)
+    seen: list[np.ndarray] = []  # every env's image at each step, to film a successful episode afterwards
+
+    def filming(envs_, obs_, running):
+        seen.append(obs_["image"].copy())
+        return act(envs_, obs_, running)
+
+    success, length, _ = run_episodes(envs, obs, filming)
     elapsed = time.perf_counter() - start
+    shown = int(np.argmax(success)) if success.any() else 0
+    frames = [step[shown] for step in seen[: length[shown]]]
     for k in range(episodes):
         print(f"  episode {k}: {'success' if success[k] else 'failure'}  {envs.instructions[k]!r}")
     who = "policy" if policy is not None else "scripted-expert"
     print(f"success {success.sum()}/{episodes} ({success.mean():.0%}); {length.max()} batched {who} steps in "
           f"{elapsed:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
-    filmstrip(frames, out / "episode0.png")
-    print(f"filmstrip of episode 0: {out / 'episode0.png'}")
+    filmstrip(frames, out / "episode.png")
+    print(f"filmstrip of episode {shown} ({'success' if success[shown] else 'failure'}): {out / 'episode.png'}")
     envs.close()
 
 
