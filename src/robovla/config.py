@@ -15,6 +15,8 @@ from typing import Any
 
 from robovla.errors import RobovlaError
 
+SELECTIONS = ("greedy", "median", "sample")  # how a decoding step picks its token (`pick_tokens`)
+
 DINOV2_TIMM_ID = "vit_large_patch14_reg4_dinov2.lvd142m"
 SIGLIP_TIMM_ID = "vit_so400m_patch14_siglip_224"
 
@@ -152,8 +154,8 @@ class VLAConfig:
 
     @property
     def action_selection(self) -> str:
-        """How `predict` picks each action token by default: "greedy" (the reference) or "median" of the
-        bins' distribution (robovla's extension; see `StaticCacheDecoder.generate`)."""
+        """How `predict` picks each action token by default: one of `SELECTIONS`, "greedy" (the reference's)
+        unless the checkpoint says otherwise (robovla's extension; see `model.decoding.pick_tokens`)."""
         return str(self.extra.get("robovla_action_selection", "greedy"))
 
     @property

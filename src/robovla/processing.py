@@ -273,7 +273,9 @@ class VLAProcessor:
         key = resolve_unnorm_key(self.norm_stats, unnorm_key)
         stats = self.norm_stats[key].get(field)
         if not stats:
-            raise RobovlaError(f"norm_stats[{key!r}] has no {field} statistics, but this model reads or predicts {field}")
+            raise RobovlaError(
+                f"norm_stats[{key!r}] has no {field} statistics, but this model reads or predicts {field}"
+            )
         # a dim that never varies in the data (a fixed tilt) passes raw instead of dividing by ~0
         spread = np.asarray(stats["q99"], dtype=np.float64) - np.asarray(stats["q01"], dtype=np.float64)
         return key, ActionNormalizer({"q01": stats["q01"], "q99": stats["q99"], "mask": (spread > 1e-6).tolist()})
@@ -283,7 +285,8 @@ class VLAProcessor:
         vector = np.asarray(values, dtype=np.float64)
         if vector.shape != (normalizer.action_dim,):
             raise RobovlaError(
-                f"{field} must be a vector of {normalizer.action_dim} numbers for {key!r}, got shape {tuple(vector.shape)}"
+                f"{field} must be a vector of {normalizer.action_dim} numbers for {key!r}, "
+                f"got shape {tuple(vector.shape)}"
             )
         if not np.isfinite(vector).all():
             raise RobovlaError(f"{field} has NaN or infinite values")

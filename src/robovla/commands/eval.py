@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from robovla.config import SELECTIONS
+
 HELP = "Roll a checkpoint out in a tabletop suite and report its success rate (per task family)."
 
 
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-envs", type=int, default=25, help="environments stepped together")
     parser.add_argument("--full-vocabulary", action="store_true",
                         help="greedy over the whole vocabulary (reference semantics) instead of the action tokens")
-    parser.add_argument("--selection", choices=("greedy", "median", "sample"), default=None,
+    parser.add_argument("--selection", choices=SELECTIONS, default=None,
                         help="how each action token is picked (default: the checkpoint's, greedy unless set)")
     parser.add_argument("--execute", type=int, default=None,
                         help="actions of each predicted chunk to execute before asking again (default: all)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from robovla.config import SELECTIONS
+
 HELP = "Copy a checkpoint's model (weights, config, tokenizer, statistics) to a new folder, optionally in bf16."
 
 
@@ -12,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder (openvla-7b Hugging Face layout)")
     parser.add_argument("--out", required=True, help="new folder (written atomically; must not exist)")
     parser.add_argument("--dtype", default="bfloat16", help="weights dtype: bfloat16 (default, half size) or float32")
-    parser.add_argument("--selection", choices=("greedy", "median", "sample"), default=None,
+    parser.add_argument("--selection", choices=SELECTIONS, default=None,
                         help="how `predict` picks action tokens by default for the exported model "
                              "(default: keep the checkpoint's, greedy unless set)")
 

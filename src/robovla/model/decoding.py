@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from robovla.config import SELECTIONS
+
 
 CAPACITY_MULTIPLE = 32
-SELECTIONS = ("greedy", "median", "sample")  # how a decoding step picks its token
 
 
 @contextlib.contextmanager

@@ -201,7 +201,7 @@ class VLA(nn.Module):
         """Decoding of `num_tokens` ids: one prefix pass, then one token per step on a static KV cache.
 
         If `step_logits` is a list, each step's full-vocabulary logits [B, V] (float32) are appended to it.
-        `selection` is "greedy" (the reference) or "median" (over the action bins; implies restricting to them).
+        `selection` is one of `SELECTIONS`; all but "greedy" choose among the action bins, so they restrict to them.
         """
         restrict_to_actions = restrict_to_actions or selection != "greedy"
         patches = self.embed_patches(pixel_values)
@@ -265,7 +265,7 @@ class VLA(nn.Module):
         selection: str | None = None,
     ) -> ActionPrediction:
         """Batched `predict_action` with everything generated. `selection` None uses the checkpoint's
-        `config.action_selection` ("greedy", the reference's, unless its trainer chose "median")."""
+        `config.action_selection` ("greedy", the reference's, unless `robovla export --selection` set another)."""
         processor = self._require_processor()
         image_list, instruction_list = _as_batch(images, instructions)
         normalizer = processor.normalizer(unnorm_key)  # validates the key before any compute

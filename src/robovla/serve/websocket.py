@@ -2,8 +2,9 @@
 
 On connect the server sends the metadata as one msgpack-numpy frame; then each binary frame holding a packed
 observation dict gets one packed reply `{"actions": [horizon, action_dim], "server_timing": {"infer_ms": ...}}`
-(OpenVLA predicts one step, so its chunk has length 1; a chunking model sends its K actions). Unlike openpi, a bad observation does not end the
-session: the reply is a text frame with the JSON error (openpi clients raise it), and the next frame is served.
+(OpenVLA predicts one step, so its chunk has length 1; a chunking model sends its K actions). Unlike openpi, a
+bad observation does not end the session: the reply is a text frame with the JSON error (openpi clients raise
+it), and the next frame is served.
 """
 
 from __future__ import annotations

@@ -60,20 +60,24 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
+# TrainConfig options that override the model's recipe: (option, config.extra key, processor attribute)
+RECIPE_OVERRIDES = (
+    ("proprio", "robovla_proprio", "uses_proprio"),
+    ("grounding", "robovla_grounding", "uses_grounding"),
+    ("action_chunk", "robovla_action_chunk", "action_chunk"),
+)
+
+
 def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
     if config.checkpoint:
         model = robovla.load_pretrained(config.checkpoint, device=device)
     else:
         model = robovla.build_model(config.preset, device=device, seed=config.seed)
-    if config.proprio is not None:  # saved in config.json, so the trained checkpoint asks for the state
-        model.config.extra["robovla_proprio"] = config.proprio
-        model.processor.uses_proprio = config.proprio
-    if config.grounding is not None:
-        model.config.extra["robovla_grounding"] = config.grounding
-        model.processor.uses_grounding = config.grounding
-    if config.action_chunk is not None:
-        model.config.extra["robovla_action_chunk"] = config.action_chunk
-        model.processor.action_chunk = config.action_chunk
+    for option, extra_key, processor_attribute in RECIPE_OVERRIDES:
+        value = getattr(config, option)
+        if value is not None:  # saved in config.json, so the trained checkpoint keeps the recipe
+            model.config.extra[extra_key] = value
+            setattr(model.processor, processor_attribute, value)
     return model
 
 
