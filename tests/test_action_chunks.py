@@ -90,3 +90,24 @@ def test_rollout_executes_a_chunk_before_asking_again(model):
         envs.close()
     finally:
         del model.predict
+
+
+def test_temporal_ensembling_averages_the_overlapping_predictions(model):
+    from robovla.eval.rollout import policy_actor
+    from robovla.sim.env import make_env
+    from robovla.sim.vector import VectorEnv
+
+    envs = VectorEnv([make_env("tabletop-train", image_size=32) for _ in range(2)])
+    obs, _ = envs.reset(seeds=[1, 2])
+    chunk = model.predict(list(obs["image"]), list(envs.instructions), "tabletop_default",
+                          restrict_to_actions=True).chunk  # the same observation gives the same chunk each step
+    m = 0.5
+    act = policy_actor(model, "tabletop_default", ensemble=m)
+    w = np.exp(-m * np.arange(3))
+    assert np.allclose(act(envs, obs, np.array([0, 1])), chunk[:, 0], atol=1e-6)
+    assert np.allclose(act(envs, obs, np.array([0, 1])), (w[0] * chunk[:, 0] + w[1] * chunk[:, 1]) / w[:2].sum(),
+                       atol=1e-6)
+    for _ in range(3):  # from the third step on, three chunks overlap: this step's, and the two before
+        expected = (w[0] * chunk[:, 0] + w[1] * chunk[:, 1] + w[2] * chunk[:, 2]) / w.sum()
+        assert np.allclose(act(envs, obs, np.array([0, 1])), expected, atol=1e-6)
+    envs.close()

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how each action token is picked (default: the checkpoint's, greedy unless set)")
     parser.add_argument("--execute", type=int, default=None,
                         help="actions of each predicted chunk to execute before asking again (default: all)")
+    parser.add_argument("--ensemble", type=float, default=None, metavar="M",
+                        help="temporal ensembling of action chunks: ask every step and average the overlapping "
+                             "predictions, weight exp(-M * age): 0 is a plain mean, M < 0 trusts older ones more")
     parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model's inference path")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -36,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1 or args.num_envs < 1 or (args.execute is not None and args.execute < 1):
         raise RobovlaError("--episodes, --num-envs and --execute must be >= 1")
+    if args.ensemble is not None and args.execute is not None:
+        raise RobovlaError("--ensemble asks at every step; it cannot be combined with --execute")
     from robovla.sim import list_suites
 
     if args.suite not in list_suites():
@@ -47,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
         model.compile_inference()
     result = evaluate_policy(model, args.suite, args.episodes, args.seed, args.embodiment, args.unnorm_key,
                              args.num_envs, restrict_to_actions=not args.full_vocabulary, progress=not args.json,
-                             execute=args.execute)
+                             execute=args.execute, ensemble=args.ensemble)
     print(json.dumps(result.to_dict()) if args.json else result.line())
     return 0

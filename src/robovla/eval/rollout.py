@@ -19,21 +19,35 @@ from robovla.sim.vector import VectorEnv
 Actor = Callable[[VectorEnv, dict[str, np.ndarray], np.ndarray], np.ndarray]
 
 
-def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True, execute: int | None = None) -> Actor:
+def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True, execute: int | None = None,
+                 ensemble: float | None = None) -> Actor:
     """Actions [N, 7] for the running envs (zeros for finished ones). One batched model call serves every env
-    whose queue is empty; a chunking model's K actions (or the first `execute` of them) are queued and executed
-    in order before it asks again."""
+    that needs a new prediction.
+
+    A chunking model's K actions (or the first `execute` of them) are queued and executed in order before it
+    asks again. With `ensemble=m` it is asked at every step instead, and the action executed at step t is the
+    average of every chunk's prediction for t, the chunk predicted i steps earlier weighted by exp(-m * i)
+    (ACT's temporal ensembling; m > 0 trusts the newest prediction most, m < 0 the oldest)."""
     queues: dict[int, list[np.ndarray]] = {}
+    pending: dict[int, list[np.ndarray]] = {}  # env -> chunks still covering future steps, newest first
+
+    def predict(envs: VectorEnv, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
+        prediction = model.predict(list(obs["image"][ask]), [envs.instructions[k] for k in ask], unnorm_key,
+                                   restrict_to_actions=restrict_to_actions, proprio=list(obs["proprio"][ask]))
+        return prediction.chunk if prediction.chunk is not None else prediction.actions[:, None]
 
     def act(envs: VectorEnv, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
+        actions = np.zeros((len(envs), 7), dtype=np.float32)
+        if ensemble is not None:
+            for k, chunk in zip(running, predict(envs, obs, running)):
+                pending[k] = [chunk] + [c[1:] for c in pending.get(k, []) if len(c) > 1]
+                weights = np.exp(-ensemble * np.arange(len(pending[k])))
+                actions[k] = np.average([c[0] for c in pending[k]], axis=0, weights=weights)
+            return actions
         ask = np.array([k for k in running if not queues.get(k)], dtype=int)
         if ask.size:
-            prediction = model.predict(list(obs["image"][ask]), [envs.instructions[k] for k in ask], unnorm_key,
-                                       restrict_to_actions=restrict_to_actions, proprio=list(obs["proprio"][ask]))
-            chunks = prediction.chunk if prediction.chunk is not None else prediction.actions[:, None]
-            for k, chunk in zip(ask, chunks):
+            for k, chunk in zip(ask, predict(envs, obs, ask)):
                 queues[k] = list(chunk[:execute])
-        actions = np.zeros((len(envs), 7), dtype=np.float32)
         for k in running:
             actions[k] = queues[k].pop(0)
         return actions
@@ -94,6 +108,7 @@ def evaluate_policy(
     restrict_to_actions: bool = True,
     progress: bool = False,
     execute: int | None = None,
+    ensemble: float | None = None,
 ) -> EvalResult:
     """Success rate of `model` over `episodes` seeded episodes of `suite`."""
     from robovla.sim import get_embodiment, make_env
@@ -113,7 +128,7 @@ def evaluate_policy(
         envs = VectorEnv([make_env(suite, embodiment=embodiment, image_size=image_size) for _ in range(count)])
         obs, infos = envs.reset(seeds=[seed + wave_start + k for k in range(count)])
         families = [info.get("task", "task") for info in infos]
-        act = policy_actor(model, key, restrict_to_actions, execute)
+        act = policy_actor(model, key, restrict_to_actions, execute, ensemble)
         success, length, _ = run_episodes(envs, obs, act)
         envs.close()
         for family, ok, n in zip(families, success, length):
