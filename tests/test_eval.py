@@ -44,3 +44,9 @@ def test_eval_cli_json(policy, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["episodes"] == 2 and result["suite"] == "tabletop-train"
     assert np.isclose(result["success_rate"], result["successes"] / 2)
+
+
+def test_eval_cli_rejects_ensembling_with_execute(policy, capsys):
+    _, folder = policy
+    assert main(["eval", "--checkpoint", str(folder), "--episodes", "1", "--ensemble", "0", "--execute", "2"]) == 2
+    assert "--ensemble asks at every step; it cannot be combined with --execute" in capsys.readouterr().err
