@@ -144,3 +144,24 @@ def test_compiled_inference_matches_eager():
         np.testing.assert_array_equal(compiled.token_ids, eager.token_ids)
     single = model.predict_action(images[1], instructions[1], "bridge_orig", return_token_ids=True)[1]
     np.testing.assert_array_equal(single, eager.token_ids[1])
+
+
+def test_bfloat16_prefix_attention_matches_the_fused_kernel(tiny_vla):
+    """The CPU bf16 prefix attention (two matmuls + softmax) equals SDPA, with causal and padding masks."""
+    import torch.nn.functional as F
+
+    from robovla.model.decoding import StaticCacheDecoder
+
+    decoder = StaticCacheDecoder(tiny_vla.language_model)
+    heads, length, dim = decoder.num_heads, 40, decoder.head_dim
+    q, k, v = (torch.randn(2, heads, length, dim, generator=torch.Generator().manual_seed(s)).to(torch.bfloat16)
+               for s in range(3))
+    keep = torch.ones(2, length, dtype=torch.bool)
+    keep[1, 5:9] = False  # a padded row: keys 5..8 are padding
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    for mask in (None, causal[None, None] & keep[:, None, None, :]):
+        ours = decoder._prefix_attention(q, k, v, mask)
+        fused = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                               is_causal=mask is None, scale=decoder.scaling)
+        assert ours.dtype == torch.bfloat16
+        assert (ours.float() - fused).abs().max().item() < 0.03

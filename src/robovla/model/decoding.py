@@ -88,12 +88,30 @@ class StaticCacheDecoder:
             q, k, v = self._project(layer, layer.input_layernorm(hidden), cos, sin)
             keys[index][:, :, :length] = k
             values[index][:, :, :length] = v
-            attended = F.scaled_dot_product_attention(
+            hidden = self._finish_layer(layer, hidden, self._prefix_attention(q, k, v, prefix_mask))
+        return hidden
+
+    def _prefix_attention(self, q, k, v, prefix_mask: torch.Tensor | None) -> torch.Tensor:
+        """Causal (+ padding) attention over the prefix.
+
+        On the CPU in bfloat16, two matmuls and a softmax in bfloat16 take about half the time of PyTorch's
+        CPU flash kernel at prefix lengths (~280 tokens: 1.2 vs 2.1-2.8 ms a layer for 16 heads of 64, measured);
+        elsewhere, and in float32 where the two are even, the fused kernel runs.
+        """
+        if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+            return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=prefix_mask, is_causal=prefix_mask is None, scale=self.scaling,
                 enable_gqa=self.num_kv_heads != self.num_heads,
             )
-            hidden = self._finish_layer(layer, hidden, attended)
-        return hidden
+        if self.num_kv_heads != self.num_heads:
+            groups = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        length = q.shape[2]
+        if prefix_mask is None:
+            prefix_mask = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+        bias = torch.zeros(prefix_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~prefix_mask, float("-inf"))
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scaling + bias
+        return torch.matmul(scores.softmax(dim=-1), v)
 
     def _step(self, embeds, cos, sin, keys, values, key_bias, slot_index) -> torch.Tensor:
         """One token through every layer: write its cache slot, attend over the whole (masked) cache.
