@@ -50,3 +50,9 @@ def test_eval_cli_rejects_ensembling_with_execute(policy, capsys):
     _, folder = policy
     assert main(["eval", "--checkpoint", str(folder), "--episodes", "1", "--ensemble", "0", "--execute", "2"]) == 2
     assert "--ensemble asks at every step; it cannot be combined with --execute" in capsys.readouterr().err
+
+
+def test_eval_cli_sim_grounding_needs_a_grounding_model(policy, capsys):
+    _, folder = policy
+    assert main(["eval", "--checkpoint", str(folder), "--episodes", "1", "--sim-grounding"]) == 2
+    assert "--sim-grounding needs a model with grounding tokens" in capsys.readouterr().err

@@ -82,3 +82,59 @@ def test_env_grounding_follows_the_named_objects():
     assert done and np.allclose(moved[:2], env.object_pos(spec.target.name)[:2])
     assert np.hypot(*(moved[:2] - moved[2:])) < 0.06  # the target now sits on the goal
     torch.testing.assert_close(torch.tensor(moved[2:]), torch.tensor(where[2:]))  # fixtures do not move
+
+
+def test_given_grounding_is_emitted_and_the_rest_is_chosen(model):
+    images, texts, states = [picture(3), picture(4)], ["push the cube"] * 2, [STATE, STATE]
+    free = model.predict(images, texts, "tabletop_default", proprio=states)
+    given = np.array([[0.1, -0.05, np.nan, np.nan], [np.nan] * 4])
+    told = model.predict(images, texts, "tabletop_default", proprio=states, grounding=given)
+    np.testing.assert_allclose(told.grounding[0, :2], [0.1, -0.05], atol=0.002)  # within one of 256 bins
+    assert np.array_equal(told.grounding[1], free.grounding[1])  # all NaN: the model chooses, as before
+    assert np.array_equal(told.token_ids[1], free.token_ids[1])
+    processor = model.processor
+    forced = processor.forced_grounding_ids(given, 2, "tabletop_default")
+    assert forced[0, :2].tolist() == processor.grounding_ids([0.1, -0.05, 0, 0], "tabletop_default")[:2]
+    assert (forced[0, 2:] == -1).all() and (forced[1] == -1).all()
+    # the actions are conditioned on the given tokens: the same as decoding with them forced
+    prompts = processor.encode_prompts(texts, states, "tabletop_default")
+    generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11,
+                                             forced=torch.as_tensor(forced)).numpy()
+    assert np.array_equal(told.token_ids, generated[:, 4:])
+
+
+def test_given_grounding_is_validated(model, tiny_vla):
+    with pytest.raises(RobovlaError, match=r"grounding must be \[1, 4\]"):
+        model.predict([picture(1)], ["push the cube"], "tabletop_default", proprio=[STATE], grounding=[[0.1, 0.0]])
+    with pytest.raises(RobovlaError, match="infinite"):
+        model.predict([picture(1)], ["push the cube"], "tabletop_default", proprio=[STATE],
+                      grounding=[[np.inf, 0, 0, 0]])
+    image = np.zeros((224, 224, 3), dtype=np.uint8)
+    with pytest.raises(RobovlaError, match="no grounding tokens"):
+        tiny_vla.predict([image], ["pick up the cup"], "bridge_orig", grounding=[[0.0] * 4])
+
+
+def test_rollout_can_give_the_policy_the_true_grounding(model):
+    from robovla.eval.rollout import policy_actor
+    from robovla.sim.env import make_env
+    from robovla.sim.vector import VectorEnv
+
+    seen = []
+    real_predict = model.predict
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["grounding"])
+        return real_predict(*args, **kwargs)
+
+    model.predict = recording
+    try:
+        envs = VectorEnv([make_env("tabletop-train", image_size=32) for _ in range(2)])
+        obs, _ = envs.reset(seeds=[5, 6])
+        actions = policy_actor(model, "tabletop_default", sim_grounding=True)(envs, obs, np.array([0, 1]))
+        assert actions.shape == (2, 7)
+        np.testing.assert_allclose(seen[0], [env.grounding() for env in envs.envs])
+        policy_actor(model, "tabletop_default")(envs, obs, np.array([0, 1]))
+        assert seen[1] is None  # off by default: the model estimates the grounding itself
+        envs.close()
+    finally:
+        del model.predict

@@ -300,6 +300,21 @@ class VLAProcessor:
         """Grounding labels (where the named objects are) as tokens, binned like actions."""
         return self._vector_ids("grounding", grounding, unnorm_key)
 
+    def forced_grounding_ids(self, grounding: Any, batch: int, unnorm_key: str | None) -> np.ndarray:
+        """[B, G] given grounding values (NaN: the model chooses) -> ids to force, -1 where the model chooses."""
+        if not self.uses_grounding:
+            raise RobovlaError("this model has no grounding tokens: it cannot be given grounding")
+        key, normalizer = self._vector_normalizer("grounding", unnorm_key)
+        values = np.asarray(grounding, dtype=np.float64)
+        if values.shape != (batch, normalizer.action_dim):
+            raise RobovlaError(f"grounding must be [{batch}, {normalizer.action_dim}] for {key!r} (NaN where the "
+                               f"model chooses), got shape {tuple(values.shape)}")
+        if np.isinf(values).any():
+            raise RobovlaError("grounding has infinite values")
+        given = ~np.isnan(values)
+        ids = self.action_tokenizer.encode(normalizer.normalize(np.where(given, values, 0.0)))
+        return np.where(given, ids, -1).astype(np.int64)
+
     def grounding_dim(self, unnorm_key: str | None) -> int:
         """How many grounding tokens this model generates before the action (0 for the reference layout)."""
         return self._vector_normalizer("grounding", unnorm_key)[1].action_dim if self.uses_grounding else 0

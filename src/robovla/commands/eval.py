@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble", type=float, default=None, metavar="M",
                         help="temporal ensembling of action chunks: ask every step and average the overlapping "
                              "predictions, weight exp(-M * age): 0 is a plain mean, M < 0 trusts older ones more")
+    parser.add_argument("--sim-grounding", action="store_true",
+                        help="give a grounding model the simulator's true target and goal positions instead of "
+                             "its own estimate (a diagnostic: how well it acts when it knows where things are)")
     parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model's inference path")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -46,12 +49,14 @@ def run(args: argparse.Namespace) -> int:
     if args.suite not in list_suites():
         raise RobovlaError(f"unknown suite {args.suite!r}; valid: {', '.join(list_suites())}")
     model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype)
+    if args.sim_grounding and not model.config.uses_grounding:
+        raise RobovlaError("--sim-grounding needs a model with grounding tokens (trained with --grounding)")
     if args.selection:
         model.config.extra["robovla_action_selection"] = args.selection
     if args.compile:
         model.compile_inference()
     result = evaluate_policy(model, args.suite, args.episodes, args.seed, args.embodiment, args.unnorm_key,
                              args.num_envs, restrict_to_actions=not args.full_vocabulary, progress=not args.json,
-                             execute=args.execute, ensemble=args.ensemble)
+                             execute=args.execute, ensemble=args.ensemble, sim_grounding=args.sim_grounding)
     print(json.dumps(result.to_dict()) if args.json else result.line())
     return 0

@@ -20,20 +20,25 @@ Actor = Callable[[VectorEnv, dict[str, np.ndarray], np.ndarray], np.ndarray]
 
 
 def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True, execute: int | None = None,
-                 ensemble: float | None = None) -> Actor:
+                 ensemble: float | None = None, sim_grounding: bool = False) -> Actor:
     """Actions [N, 7] for the running envs (zeros for finished ones). One batched model call serves every env
     that needs a new prediction.
 
     A chunking model's K actions (or the first `execute` of them) are queued and executed in order before it
     asks again. With `ensemble=m` it is asked at every step instead, and the action executed at step t is the
     average of every chunk's prediction for t, the chunk predicted i steps earlier weighted by exp(-m * i)
-    (ACT's temporal ensembling; m > 0 trusts the newest prediction most, m < 0 the oldest)."""
+    (ACT's temporal ensembling; m > 0 trusts the newest prediction most, m < 0 the oldest).
+
+    With `sim_grounding`, a grounding model is given the simulator's true target and goal positions as its
+    grounding tokens instead of estimating them: a diagnostic that separates seeing from acting."""
     queues: dict[int, list[np.ndarray]] = {}
     pending: dict[int, list[np.ndarray]] = {}  # env -> chunks still covering future steps, newest first
 
     def predict(envs: VectorEnv, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
+        grounding = np.stack([envs.envs[k].grounding() for k in ask]) if sim_grounding else None
         prediction = model.predict(list(obs["image"][ask]), [envs.instructions[k] for k in ask], unnorm_key,
-                                   restrict_to_actions=restrict_to_actions, proprio=list(obs["proprio"][ask]))
+                                   restrict_to_actions=restrict_to_actions, proprio=list(obs["proprio"][ask]),
+                                   grounding=grounding)
         return prediction.chunk if prediction.chunk is not None else prediction.actions[:, None]
 
     def act(envs: VectorEnv, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
@@ -109,6 +114,7 @@ def evaluate_policy(
     progress: bool = False,
     execute: int | None = None,
     ensemble: float | None = None,
+    sim_grounding: bool = False,
 ) -> EvalResult:
     """Success rate of `model` over `episodes` seeded episodes of `suite`."""
     from robovla.sim import get_embodiment, make_env
@@ -128,7 +134,7 @@ def evaluate_policy(
         envs = VectorEnv([make_env(suite, embodiment=embodiment, image_size=image_size) for _ in range(count)])
         obs, infos = envs.reset(seeds=[seed + wave_start + k for k in range(count)])
         families = [info.get("task", "task") for info in infos]
-        act = policy_actor(model, key, restrict_to_actions, execute, ensemble)
+        act = policy_actor(model, key, restrict_to_actions, execute, ensemble, sim_grounding)
         success, length, _ = run_episodes(envs, obs, act)
         envs.close()
         for family, ok, n in zip(families, success, length):

@@ -151,10 +151,12 @@ class StaticCacheDecoder:
         token_range: tuple[int, int] | None = None,
         step_logits: list[torch.Tensor] | None = None,
         selection: str = "greedy",
+        forced: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Ids [B, num_tokens]; `token_range` (lo, hi) restricts the choice to ids lo..hi-1.
 
-        `selection` says how each step picks its token (see `pick_tokens`)."""
+        `selection` says how each step picks its token (see `pick_tokens`). `forced` [B, F <= num_tokens] holds
+        ids to emit instead of choosing (-1: choose): later tokens are conditioned on them."""
         if selection not in SELECTIONS:
             raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
         if selection != "greedy" and token_range is None:
@@ -191,6 +193,8 @@ class StaticCacheDecoder:
             if step_logits is not None:
                 step_logits.append(logits)
             token = pick_tokens(logits, token_range, selection)
+            if forced is not None and step < forced.shape[1]:
+                token = torch.where(forced[:, step] >= 0, forced[:, step].to(token.device), token)
             generated.append(token)
             if step + 1 == num_tokens:
                 break

@@ -197,11 +197,13 @@ class VLA(nn.Module):
         restrict_to_actions: bool = False,
         step_logits: list[torch.Tensor] | None = None,
         selection: str = "greedy",
+        forced: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decoding of `num_tokens` ids: one prefix pass, then one token per step on a static KV cache.
 
         If `step_logits` is a list, each step's full-vocabulary logits [B, V] (float32) are appended to it.
         `selection` is one of `SELECTIONS`; all but "greedy" choose among the action bins, so they restrict to them.
+        `forced` [B, F] gives ids to emit at the first F steps instead of choosing (-1: choose).
         """
         restrict_to_actions = restrict_to_actions or selection != "greedy"
         patches = self.embed_patches(pixel_values)
@@ -210,7 +212,8 @@ class VLA(nn.Module):
         token_range = (first_action, self.config.action_vocab_size) if restrict_to_actions else None
         if self._decoder is None or self._decoder.lm is not self.language_model:
             self._decoder = StaticCacheDecoder(self.language_model, compile=self._compiled_inference)
-        return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits, selection)
+        return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits, selection,
+                                      forced)
 
     def compile_inference(self, enabled: bool = True) -> "VLA":
         """Run vision, prefill and each decode step through torch.compile (inductor, weights frozen into
@@ -263,9 +266,15 @@ class VLA(nn.Module):
         restrict_to_actions: bool = False,
         proprio: Sequence[Any] | None = None,
         selection: str | None = None,
+        grounding: Any = None,
     ) -> ActionPrediction:
         """Batched `predict_action` with everything generated. `selection` None uses the checkpoint's
-        `config.action_selection` ("greedy", the reference's, unless `robovla export --selection` set another)."""
+        `config.action_selection` ("greedy", the reference's, unless `robovla export --selection` set another).
+
+        Models with grounding tokens can be told where things are instead of saying it: `grounding` [B, G] in the
+        dataset's units, NaN where the model should choose. The given values are emitted as its grounding tokens
+        and the actions are conditioned on them (an object detector's output, or the policy's own earlier estimate).
+        """
         processor = self._require_processor()
         image_list, instruction_list = _as_batch(images, instructions)
         normalizer = processor.normalizer(unnorm_key)  # validates the key before any compute
@@ -273,9 +282,12 @@ class VLA(nn.Module):
         pixel_values = processor.pixel_values(image_list)
         mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
         n_grounding, chunk = processor.grounding_dim(unnorm_key), processor.action_chunk
+        forced = None
+        if grounding is not None:
+            forced = torch.as_tensor(processor.forced_grounding_ids(grounding, len(instruction_list), unnorm_key))
         generated = self.generate_action_tokens(
             pixel_values, prompts.input_ids, mask, n_grounding + chunk * normalizer.action_dim, restrict_to_actions,
-            selection=selection or self.config.action_selection,
+            selection=selection or self.config.action_selection, forced=forced,
         ).cpu().numpy()
         chunk_ids = generated[:, n_grounding:].reshape(len(generated), chunk, normalizer.action_dim)
         normalized = processor.action_tokenizer.decode(chunk_ids)
