@@ -290,3 +290,22 @@ def test_folders_of_one_robot_pool_into_one_dataset(dataset, tmp_path):
     other = make_dataset(tmp_path / "wide", episodes=1, frames=3, action_dim=6)
     with pytest.raises(RobovlaError, match="disagree on the actions width"):
         PooledSteps([base, open_dataset(other)])
+
+
+def test_grounding_loss_weight_counts_each_grounding_token_that_many_times(tmp_path):
+    import torch.nn.functional as F
+
+    from robovla.errors import RobovlaError
+
+    labelled = make_dataset(tmp_path / "labelled", grounding=True)
+    trainer = Trainer(config(labelled, tmp_path / "run", grounding=True, grounding_loss_weight=4.0))
+    batch = trainer.data.batch(trainer.data.draw(4), 0, 0)
+    out = trainer.model(**batch, full_logits=False)
+    per_token = F.cross_entropy(out.logits.float(), out.labels, reduction="none").view(4, -1)
+    grounding, rest = per_token[:, :2], per_token[:, 2:]  # 2 grounding tokens, then 7 action tokens and EOS
+    expected = (4.0 * grounding.sum() + rest.sum()) / (4.0 * grounding.numel() + rest.numel())
+    torch.testing.assert_close(trainer._weighted_loss(out, rows=4), expected)
+    trainer.config.grounding_loss_weight = 1.0
+    assert trainer._weighted_loss(out, rows=4) is out.loss
+    with pytest.raises(RobovlaError, match="grounding_loss_weight must be > 0"):
+        config(labelled, tmp_path / "bad", grounding_loss_weight=0.0)

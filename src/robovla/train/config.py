@@ -40,6 +40,9 @@ class TrainConfig:
     grounding: bool | None = field(default=None, metadata={
         "help": "first predict where the instruction's objects are (grounding tokens from the dataset's "
                 "`annotation.grounding` labels), then the action (unset: as the preset or checkpoint says)"})
+    grounding_loss_weight: float = field(default=1.0, metadata={
+        "help": "weight of the grounding tokens in the loss, relative to the action tokens and EOS (1: every "
+                "label token counts the same)"})
     # --- data
     datasets: list[str] = field(default_factory=list, metadata={"help": "dataset folders (LeRobot v3/v2.1 or RLDS)"})
     mixture: str | None = field(default=None, metadata={"help": "named mixture weighting the datasets by name"})
@@ -84,6 +87,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accumulation", "log_every", "lora_rank"):
             if getattr(self, name) < 1:
                 raise RobovlaError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.grounding_loss_weight > 0:
+            raise RobovlaError(f"grounding_loss_weight must be > 0, got {self.grounding_loss_weight}")
         if self.action_chunk is not None and self.action_chunk < 1:
             raise RobovlaError(f"action_chunk must be >= 1, got {self.action_chunk}")
         if self.batch_size % self.grad_accumulation:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import robovla
 from robovla.errors import RobovlaError
@@ -164,10 +165,11 @@ class Trainer:
             sync = self.model.no_sync() if (dist.mode == "ddp" and not last) else contextlib.nullcontext()
             with sync, torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 out = self.model(**{k: _to(v, dist.device) for k, v in batch.items()}, full_logits=False)
-            if not torch.isfinite(out.loss):
-                raise RobovlaError(f"loss became {out.loss.item()} at step {self.step + 1}: stopping, nothing saved")
+            loss = self._weighted_loss(out, rows=batch["input_ids"].shape[0])
+            if not torch.isfinite(loss):
+                raise RobovlaError(f"loss became {loss.item()} at step {self.step + 1}: stopping, nothing saved")
             with sync:
-                (out.loss / config.grad_accumulation).backward()
+                (loss / config.grad_accumulation).backward()
             totals += self._token_metrics(out, rows=batch["input_ids"].shape[0])
         grad_norm = 0.0
         if config.max_grad_norm > 0:
@@ -188,6 +190,18 @@ class Trainer:
             metrics["grounding_accuracy"] = totals[5] / totals[6]
             metrics["grounding_l1"] = totals[7] / totals[6]
         return metrics
+
+    def _weighted_loss(self, out, rows: int) -> torch.Tensor:
+        """The loss to train on: the mean token cross-entropy, or with `grounding_loss_weight` != 1 a weighted
+        mean in which each grounding token counts that many times (the logged loss stays the plain mean)."""
+        weight = self.config.grounding_loss_weight
+        n_grounding = out.labels.numel() // rows - 1 - self.action_tokens
+        if weight == 1.0 or n_grounding == 0:
+            return out.loss
+        per_token = F.cross_entropy(out.logits.float(), out.labels, reduction="none").view(rows, -1)
+        weights = torch.ones_like(per_token)
+        weights[:, :n_grounding] = weight
+        return (per_token * weights).sum() / weights.sum()
 
     def _token_metrics(self, out, rows: int) -> np.ndarray:
         """Sums for the loss, action-token accuracy and L1 of decoded actions (EOS excluded from the last two),
