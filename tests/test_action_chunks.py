@@ -55,6 +55,14 @@ def test_predict_returns_the_chunk_and_its_first_action(model):
     assert prediction.chunk.shape == (2, 3, 7) and prediction.actions.shape == (2, 7)
     assert np.array_equal(prediction.actions, prediction.chunk[:, 0])
     assert prediction.token_ids.shape == (2, 7)
+    assert prediction.next_actions is prediction.chunk
+
+
+def test_a_model_that_does_not_chunk_has_one_next_action(tiny_vla):
+    image = np.zeros((224, 224, 3), dtype=np.uint8)
+    prediction = tiny_vla.predict([image, image], ["pick up the cup"] * 2, "bridge_orig")
+    assert prediction.chunk is None
+    assert np.array_equal(prediction.next_actions, prediction.actions[:, None])
 
 
 def test_rollout_executes_a_chunk_before_asking_again(model):
@@ -111,3 +119,11 @@ def test_temporal_ensembling_averages_the_overlapping_predictions(model):
         expected = (w[0] * chunk[:, 0] + w[1] * chunk[:, 1] + w[2] * chunk[:, 2]) / w.sum()
         assert np.allclose(act(envs, obs, np.array([0, 1])), expected, atol=1e-6)
     envs.close()
+
+
+def test_the_default_selection_is_validated():
+    config = robovla.preset("tiny")
+    config.action_selection = "median"
+    assert config.extra["robovla_action_selection"] == "median" and config.action_selection == "median"
+    with pytest.raises(RobovlaError, match="unknown selection 'beam'; valid: greedy, median, sample"):
+        config.action_selection = "beam"

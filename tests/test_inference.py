@@ -160,7 +160,7 @@ def test_bfloat16_prefix_attention_matches_the_fused_kernel(tiny_vla):
     keep[1, 5:9] = False  # a padded row: keys 5..8 are padding
     causal = torch.ones(length, length, dtype=torch.bool).tril()
     for mask in (None, causal[None, None] & keep[:, None, None, :]):
-        ours = decoder._prefix_attention(q, k, v, mask)
+        ours = decoder._prefix_attention(q, k, v, mask, decoder._prefix_bias(q, mask))
         fused = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
                                                is_causal=mask is None, scale=decoder.scaling)
         assert ours.dtype == torch.bfloat16

@@ -158,6 +158,12 @@ class VLAConfig:
         unless the checkpoint says otherwise (robovla's extension; see `model.decoding.pick_tokens`)."""
         return str(self.extra.get("robovla_action_selection", "greedy"))
 
+    @action_selection.setter
+    def action_selection(self, selection: str) -> None:
+        if selection not in SELECTIONS:
+            raise RobovlaError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
+        self.extra["robovla_action_selection"] = selection
+
     @property
     def action_chunk(self) -> int:
         """Actions predicted per call (robovla's extension; the reference predicts 1): the next K actions,

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sim_grounding and not model.config.uses_grounding:
         raise RobovlaError("--sim-grounding needs a model with grounding tokens (trained with --grounding)")
     if args.selection:
-        model.config.extra["robovla_action_selection"] = args.selection
+        model.config.action_selection = args.selection
     if args.compile:
         model.compile_inference()
     result = evaluate_policy(model, args.suite, args.episodes, args.seed, args.embodiment, args.unnorm_key,

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype)
     model = robovla.load_pretrained(args.checkpoint, dtype=dtype)
     if args.selection:
-        model.config.extra["robovla_action_selection"] = args.selection
+        model.config.action_selection = args.selection
     extras = {}
     config_file = Path(args.checkpoint) / "training_config.json"
     if config_file.exists():  # provenance: how the weights were trained

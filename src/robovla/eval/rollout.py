@@ -39,7 +39,7 @@ def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True, 
         prediction = model.predict(list(obs["image"][ask]), [envs.instructions[k] for k in ask], unnorm_key,
                                    restrict_to_actions=restrict_to_actions, proprio=list(obs["proprio"][ask]),
                                    grounding=grounding)
-        return prediction.chunk if prediction.chunk is not None else prediction.actions[:, None]
+        return prediction.next_actions
 
     def act(envs: VectorEnv, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
         actions = np.zeros((len(envs), 7), dtype=np.float32)
@@ -61,19 +61,22 @@ def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True, 
 
 
 def run_episodes(envs: VectorEnv, obs: dict[str, np.ndarray], act: Actor,
-                 keep_frames_of: int | None = None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Step reset `envs` with `act` until all are done: (success [N], steps [N], frames of one env if asked)."""
+                 record_frames: bool = False) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Step reset `envs` with `act` until all are done: (success [N], steps [N], frames).
+
+    With `record_frames`, frames[t] holds every env's image [N, H, W, 3] after t steps (frames[0]: the reset), so
+    env k's episode is `[f[k] for f in frames[: steps[k] + 1]]`; otherwise frames is empty."""
     success = np.zeros(len(envs), dtype=bool)
     length = np.zeros(len(envs), dtype=int)
-    frames = [obs["image"][keep_frames_of]] if keep_frames_of is not None else []
+    frames = [obs["image"]] if record_frames else []  # each step stacks fresh arrays: no copies needed
     for _ in range(envs.max_episode_steps):
         running = np.flatnonzero(~envs.done)
         if running.size == 0:
             break
         obs, _, _, _, infos = envs.step(act(envs, obs, running))
         length[running] += 1
-        if keep_frames_of is not None and keep_frames_of in running:
-            frames.append(obs["image"][keep_frames_of])
+        if record_frames:
+            frames.append(obs["image"])
         for k in running:
             success[k] |= bool(infos[k].get("success", False))
     return success, length, frames

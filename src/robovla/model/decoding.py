@@ -84,21 +84,35 @@ class StaticCacheDecoder:
         """The prefix through every layer, filling the first slots of the cache."""
         length = inputs_embeds.shape[1]
         hidden = inputs_embeds
+        bias = self._prefix_bias(inputs_embeds, prefix_mask)  # once for all layers
         for index, layer in enumerate(self.lm.model.layers):
             q, k, v = self._project(layer, layer.input_layernorm(hidden), cos, sin)
             keys[index][:, :, :length] = k
             values[index][:, :, :length] = v
-            hidden = self._finish_layer(layer, hidden, self._prefix_attention(q, k, v, prefix_mask))
+            hidden = self._finish_layer(layer, hidden, self._prefix_attention(q, k, v, prefix_mask, bias))
         return hidden
 
-    def _prefix_attention(self, q, k, v, prefix_mask: torch.Tensor | None) -> torch.Tensor:
-        """Causal (+ padding) attention over the prefix.
+    @staticmethod
+    def _prefix_bias(inputs: torch.Tensor, prefix_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The additive causal (+ padding) mask for the bf16 CPU attention path; None where the fused kernel runs.
 
         On the CPU in bfloat16, two matmuls and a softmax in bfloat16 take about half the time of PyTorch's
         CPU flash kernel at prefix lengths (~280 tokens: 1.2 vs 2.1-2.8 ms a layer for 16 heads of 64, measured);
         elsewhere, and in float32 where the two are even, the fused kernel runs.
         """
-        if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        if inputs.device.type != "cpu" or inputs.dtype != torch.bfloat16:
+            return None
+        if prefix_mask is None:
+            length = inputs.shape[-2]
+            prefix_mask = torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()
+        return torch.zeros(prefix_mask.shape, dtype=inputs.dtype, device=inputs.device).masked_fill(
+            ~prefix_mask, float("-inf"))
+
+    def _prefix_attention(self, q, k, v, prefix_mask: torch.Tensor | None,
+                          bias: torch.Tensor | None) -> torch.Tensor:
+        """Causal (+ padding) attention over the prefix: the fused kernel, or with `bias` (`_prefix_bias`) two
+        bf16 matmuls and a softmax."""
+        if bias is None:
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=prefix_mask, is_causal=prefix_mask is None, scale=self.scaling,
                 enable_gqa=self.num_kv_heads != self.num_heads,
@@ -106,10 +120,6 @@ class StaticCacheDecoder:
         if self.num_kv_heads != self.num_heads:
             groups = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        length = q.shape[2]
-        if prefix_mask is None:
-            prefix_mask = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
-        bias = torch.zeros(prefix_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~prefix_mask, float("-inf"))
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.scaling + bias
         return torch.matmul(scores.softmax(dim=-1), v)
 

@@ -38,6 +38,11 @@ class ActionPrediction:
     grounding: np.ndarray | None = None  # [B, G] where the model says the named objects are (grounding models)
     chunk: np.ndarray | None = None  # [B, K, action_dim] the next K actions (chunking models); actions = chunk[:, 0]
 
+    @property
+    def next_actions(self) -> np.ndarray:
+        """[B, K, action_dim]: the actions to execute in order, K = 1 for a model that does not chunk."""
+        return self.chunk if self.chunk is not None else self.actions[:, None]
+
 
 def _build_language_model(config: VLAConfig) -> nn.Module:
     from transformers import LlamaForCausalLM

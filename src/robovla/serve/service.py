@@ -48,7 +48,7 @@ class PolicyService:
         """[B, horizon, action_dim]; runs in the batcher's worker thread; all observations share one unnorm_key."""
         prediction = self.vla.predict([o.image for o in observations], [o.instruction for o in observations],
                                       observations[0].unnorm_key, proprio=[o.proprio for o in observations])
-        return prediction.chunk if prediction.chunk is not None else prediction.actions[:, None]
+        return prediction.next_actions
 
 
 def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> dict[str, Any]:

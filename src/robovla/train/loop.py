@@ -195,7 +195,7 @@ class Trainer:
         """The loss to train on: the mean token cross-entropy, or with `grounding_loss_weight` != 1 a weighted
         mean in which each grounding token counts that many times (the logged loss stays the plain mean)."""
         weight = self.config.grounding_loss_weight
-        n_grounding = out.labels.numel() // rows - 1 - self.action_tokens
+        n_grounding = self._grounding_tokens(out, rows)
         if weight == 1.0 or n_grounding == 0:
             return out.loss
         per_token = F.cross_entropy(out.logits.float(), out.labels, reduction="none").view(rows, -1)
@@ -203,14 +203,17 @@ class Trainer:
         weights[:, :n_grounding] = weight
         return (per_token * weights).sum() / weights.sum()
 
+    def _grounding_tokens(self, out, rows: int) -> int:
+        """Grounding tokens per example: every example labels [grounding G][actions K*D][EOS]."""
+        return out.labels.numel() // rows - 1 - self.action_tokens
+
     def _token_metrics(self, out, rows: int) -> np.ndarray:
         """Sums for the loss, action-token accuracy and L1 of decoded actions (EOS excluded from the last two),
         then accuracy and L1 (normalised units) of the grounding tokens that precede the action."""
         with torch.no_grad():
-            # every example labels the same count of tokens: [grounding G][actions K*D][EOS], flattened row-major
-            labels = out.labels.view(rows, -1)
+            labels = out.labels.view(rows, -1)  # the same count of tokens per example, flattened row-major
             predicted = out.logits.argmax(-1).view(rows, -1)
-            n_grounding = labels.shape[1] - 1 - self.action_tokens
+            n_grounding = self._grounding_tokens(out, rows)
             sums = [out.loss.item() * labels.numel(), labels.numel()]
             for part in (slice(n_grounding, -1), slice(0, n_grounding)):
                 sums += self._bin_token_sums(predicted[:, part], labels[:, part])
