@@ -148,6 +148,21 @@ def test_resume_after_kill_equals_uninterrupted(dataset, tmp_path):
     assert full.final_loss == resumed.final_loss
 
 
+def test_loader_workers_train_the_same_weights_and_resume_exactly(dataset, tmp_path):
+    inline = train(config(dataset, tmp_path / "a", steps=6, save_every=3))
+    killed = Trainer(config(dataset, tmp_path / "b", steps=6, save_every=3, loader_workers=2))
+    for _ in range(3):
+        killed.train_step()  # the workers have drawn batches beyond step 3 by now
+    killed.save()
+    killed.train_step()
+    del killed
+    resumed = train(config(dataset, tmp_path / "b", steps=6, save_every=3, loader_workers=2, resume=True))
+    a = load_file(str(Path(inline.checkpoint) / "model.safetensors"))
+    b = load_file(str(Path(resumed.checkpoint) / "model.safetensors"))
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
 def test_stop_at_then_resume_equals_uninterrupted(dataset, tmp_path):
     full = train(config(dataset, tmp_path / "a", steps=5, save_every=0))
     first = train(config(dataset, tmp_path / "b", steps=5, save_every=0, stop_at=2))

@@ -272,11 +272,24 @@ def _tabletop_cpu() -> VLAConfig:
     )
 
 
+def _tabletop_fine() -> VLAConfig:
+    """`tabletop-cpu` with 8 px patches: 256 patch tokens a tower, 4x the prefix and about 4x the compute a step.
+
+    The CPU policy names the right object but places it only to the 5 cm of a 16 px patch; told the true
+    positions, the same weights succeed twice as often. Finer patches are the direct fix; they need a GPU to train.
+    """
+    config = _tabletop_cpu()
+    for kwargs in config.timm_override_kwargs:
+        kwargs["patch_size"] = 8
+    return config
+
+
 PRESETS = {
     "openvla-7b": _openvla_7b,
     "tiny": _tiny,
     "small": _small,
     "tabletop-cpu": _tabletop_cpu,
+    "tabletop-fine": _tabletop_fine,
 }
 
 

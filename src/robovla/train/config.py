@@ -23,7 +23,8 @@ PRECISIONS = ("bf16", "fp32")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 LORA_INITS = ("gaussian", "default")
 # Keys that may differ between a run and its resumption.
-RESUMABLE_CHANGES = frozenset({"resume", "log_every", "tensorboard", "wandb", "wandb_project", "progress", "stop_at"})
+RESUMABLE_CHANGES = frozenset({"resume", "log_every", "tensorboard", "wandb", "wandb_project", "progress", "stop_at",
+                               "loader_workers"})
 
 
 @dataclass
@@ -47,6 +48,10 @@ class TrainConfig:
     datasets: list[str] = field(default_factory=list, metadata={"help": "dataset folders (LeRobot v3/v2.1 or RLDS)"})
     mixture: str | None = field(default=None, metadata={"help": "named mixture weighting the datasets by name"})
     augment: bool = field(default=True, metadata={"help": "random crop + colour jitter (the reference's)"})
+    loader_workers: int = field(default=0, metadata={
+        "help": "processes that decode and process the next batches while the model trains (0: in the training "
+                "process; the batches are the same either way). On a GPU the step is often faster than one "
+                "process can make batches"})
     # --- what trains
     strategy: str = field(default="full", metadata={"help": f"one of {', '.join(STRATEGIES)}"})
     lora_rank: int = field(default=32, metadata={"help": "LoRA rank (alpha = min(rank, 16))"})
@@ -87,6 +92,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accumulation", "log_every", "lora_rank"):
             if getattr(self, name) < 1:
                 raise RobovlaError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.loader_workers < 0:
+            raise RobovlaError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if not self.grounding_loss_weight > 0:
             raise RobovlaError(f"grounding_loss_weight must be > 0, got {self.grounding_loss_weight}")
         if self.action_chunk is not None and self.action_chunk < 1:

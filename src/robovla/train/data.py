@@ -7,10 +7,11 @@ is saved with each checkpoint, so a resumed run sees exactly the batches an unin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from robovla.errors import RobovlaError
 from robovla.processing import VLAProcessor
@@ -81,6 +82,39 @@ class TrainingData:
         """The next `count` (dataset, index) pairs of the global stream."""
         return [next(self.sampler) for _ in range(count)]
 
+    def steps(self, first_step: int, batch_size: int, micro_offsets: list[int], per_rank: int,
+              workers: int = 0) -> Iterator[tuple[list[dict[str, torch.Tensor]], dict]]:
+        """From `first_step` on, each step's micro-batches for this rank (at `micro_offsets` in the global
+        batch), with the sampler's state once that step's samples are drawn (what a checkpoint after it saves).
+
+        With `workers` > 0, worker processes build the next batches while the caller trains. The draws stay in
+        this process and in order, so the batches are exactly those of `workers=0`."""
+        jobs = self._jobs(first_step, batch_size, micro_offsets, per_rank)
+        if workers == 0:
+            for step_jobs in jobs:
+                yield [self.batch(*job[:3]) for job in step_jobs], step_jobs[-1][3]
+            return
+        loader = DataLoader(
+            _BatchJobs(self), batch_size=None, sampler=(job for step_jobs in jobs for job in step_jobs),
+            num_workers=workers, prefetch_factor=4, persistent_workers=False,
+        )
+        pending: list[dict[str, torch.Tensor]] = []
+        for batch, state in loader:
+            pending.append(batch)
+            if state is not None:  # the step's last micro-batch
+                yield pending, state
+                pending = []
+
+    def _jobs(self, first_step: int, batch_size: int, micro_offsets: list[int], per_rank: int):
+        """Per step: [(samples, step, offset, sampler state or None)], the state on the step's last job."""
+        step = first_step
+        while True:
+            samples = self.draw(batch_size)
+            state = self.sampler.state_dict()
+            yield [(samples[offset : offset + per_rank], step, offset, state if i + 1 == len(micro_offsets) else None)
+                   for i, offset in enumerate(micro_offsets)]
+            step += 1
+
     def batch(self, samples: list[tuple[str, int]], step: int, offset: int) -> dict[str, torch.Tensor]:
         """Model inputs for `samples`, which sit at `offset` in the global batch of `step`."""
         examples = []
@@ -94,3 +128,14 @@ class TrainingData:
                 image, item["instruction"], action, name, item.get("proprio"), item.get("grounding")
             ))
         return self.processor.collate(examples)
+
+
+class _BatchJobs(Dataset):
+    """`TrainingData.batch` as a map-style dataset keyed by (samples, step, offset, state) jobs."""
+
+    def __init__(self, data: TrainingData) -> None:
+        self.data = data
+
+    def __getitem__(self, job):
+        samples, step, offset, state = job
+        return self.data.batch(samples, step, offset), state

@@ -129,6 +129,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.step = 0
+        self._batches = None  # TrainingData.steps, from the current step on
+        self._sampler_state: dict | None = None  # the sampler as of the last step trained (batches run ahead)
         if self.resume_from is not None:
             self.step = load_training_state(self.resume_from, self.model, self.optimizer, self.scheduler,
                                             self.data.sampler)
@@ -152,16 +154,17 @@ class Trainer:
     # -------------------------------------------------------------------------------------------- one step
     def train_step(self) -> dict[str, float]:
         config, dist = self.config, self.dist
-        samples = self.data.draw(config.batch_size)
-        micro = config.batch_size // config.grad_accumulation
-        per_rank = micro // dist.world_size
+        if self._batches is None:  # built on first use: after a resume has restored the sampler
+            micro = config.batch_size // config.grad_accumulation
+            per_rank = micro // dist.world_size
+            offsets = [m * micro + dist.rank * per_rank for m in range(config.grad_accumulation)]
+            self._batches = self.data.steps(self.step, config.batch_size, offsets, per_rank, config.loader_workers)
+        micro_batches, self._sampler_state = next(self._batches)
         # loss*tokens, tokens, correct action tokens, action tokens, l1 sum, and the same three for grounding tokens
         totals = np.zeros(8)
         self.model.train()
-        for m in range(config.grad_accumulation):
-            offset = m * micro + dist.rank * per_rank
-            batch = self.data.batch(samples[offset : offset + per_rank], self.step, offset)
-            last = m + 1 == config.grad_accumulation
+        for m, batch in enumerate(micro_batches):
+            last = m + 1 == len(micro_batches)
             sync = self.model.no_sync() if (dist.mode == "ddp" and not last) else contextlib.nullcontext()
             with sync, torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 out = self.model(**{k: _to(v, dist.device) for k, v in batch.items()}, full_logits=False)
@@ -254,7 +257,8 @@ class Trainer:
                 extra_files={TRAINING_CONFIG_FILE: self.config.to_dict()},
                 write_extra=lambda tmp: write_training_state(
                     tmp, self.step, trainable, optimizer_state, self.scheduler.state_dict(),
-                    self.data.sampler.state_dict(), adapter_model=self.inner if "lora" in self.config.strategy else None,
+                    self._sampler_state or self.data.sampler.state_dict(),
+                    adapter_model=self.inner if "lora" in self.config.strategy else None,
                 ),
             )
             prune_checkpoints(self.out, keep=self.config.keep_checkpoints)
@@ -283,6 +287,9 @@ class Trainer:
                 checkpoint = self.save()
         if progress is not None:
             progress.close()
+        if self._batches is not None:
+            self._batches.close()  # stops the loader workers
+            self._batches = None
         elapsed = time.perf_counter() - start
         summary = TrainSummary(
             steps=self.step,
