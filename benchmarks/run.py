@@ -30,30 +30,35 @@ INSTRUCTIONS = ["put the red cube in the blue bowl", "push the green cube to the
                 "stack the blue cube on the red cube", "move the yellow cylinder next to the green cube"]
 
 
-def timed(fn, repeats: int) -> float:
-    """Median wall time of `fn()` in seconds (after one warm-up call)."""
+def timed(fn, repeats: int, device: torch.device = torch.device("cpu")) -> float:
+    """Median wall time of `fn()` in seconds (after one warm-up call), the GPU's queued work included."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     fn()
+    sync()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
 
 # ------------------------------------------------------------------------------------------------- the machine
-def machine_rates(repeats: int = 5) -> dict:
-    n = 2048
+def machine_rates(device: torch.device, repeats: int = 5) -> dict:
+    gpu = device.type == "cuda"
+    n = 8192 if gpu else 2048
     out = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        seconds = timed(lambda: a @ b, repeats)
+        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+        seconds = timed(lambda: a @ b, repeats, device)
         out[f"gemm_gflops_{str(dtype).removeprefix('torch.')}"] = round(2 * n**3 / seconds / 1e9, 1)
-    big = torch.randn(64 * 2**20 // 4)  # 256 MiB: far larger than the caches
-    seconds = timed(lambda: big.sum(), repeats)
+    big = torch.randn((2048 if gpu else 64) * 2**20 // 4, device=device)  # far larger than the caches
+    seconds = timed(lambda: big.sum(), repeats, device)
     out["read_bandwidth_gbs"] = round(big.numel() * 4 / seconds / 1e9, 1)
     out["threads"] = torch.get_num_threads()
     out["platform"] = platform.platform()
+    out["device"] = torch.cuda.get_device_name(device) if gpu else platform.processor() or "cpu"
     return out
 
 
@@ -75,11 +80,13 @@ def our_components(model: robovla.VLA, images, texts, key: str, repeats: int) ->
     pixel_values = processor.pixel_values(images)
     action_dim = processor.normalizer(key).action_dim
 
+    device = model.device
     with torch.inference_mode():
-        prefix_s = timed(lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, 1), repeats)
+        prefix_s = timed(lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, 1), repeats,
+                         device)
         tokens_s = timed(lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, action_dim),
-                         repeats)
-        end_to_end = timed(lambda: model.predict(images, texts, key), repeats)
+                         repeats, device)
+        end_to_end = timed(lambda: model.predict(images, texts, key), repeats, device)
     decode_s = max(tokens_s - prefix_s, 0.0) / (action_dim - 1)
     return {"prefix_ms": prefix_s * 1e3, "decode_token_ms": decode_s * 1e3, "end_to_end_ms": end_to_end * 1e3}
 
@@ -91,18 +98,19 @@ def reference_path(model: robovla.VLA, images, texts, key: str, repeats: int) ->
     action_dim = processor.normalizer(key).action_dim
 
     def run_one(image, text):
-        pixel_values = processor.pixel_values([image]).to(model.dtype)
+        pixel_values = processor.pixel_values([image]).to(model.device, model.dtype)
         features = []
         for tower, x in zip(model.vision_backbone.towers, torch.split(pixel_values, 3, dim=1)):
             (feature,) = tower.forward_intermediates(x, indices=[len(tower.blocks) - 2], output_fmt="NLC",
                                                      intermediates_only=True, stop_early=False)
             features.append(feature)
         patches = model.projector(torch.cat(features, dim=2))
-        ids = torch.tensor([processor.prompt_ids(text)])
+        ids = torch.tensor([processor.prompt_ids(text)], device=model.device)
         embeds = lm.get_input_embeddings()(ids)
         inputs_embeds = torch.cat([embeds[:, :1], patches, embeds[:, 1:]], dim=1)
         return lm.generate(inputs_embeds=inputs_embeds, attention_mask=torch.ones(inputs_embeds.shape[:2],
-                                                                                  dtype=torch.long),
+                                                                                  dtype=torch.long,
+                                                                                  device=model.device),
                            max_new_tokens=action_dim, min_new_tokens=action_dim, do_sample=False, num_beams=1,
                            logits_to_keep=0, pad_token_id=processor.tokenizer.pad_token_id)
 
@@ -111,8 +119,8 @@ def reference_path(model: robovla.VLA, images, texts, key: str, repeats: int) ->
 
     with torch.inference_mode():
         tokens = run_batch()
-        seconds = timed(run_batch, repeats)
-    return {"end_to_end_ms": seconds * 1e3, "tokens": np.stack([t[0, -action_dim:].numpy() for t in tokens])}
+        seconds = timed(run_batch, repeats, model.device)
+    return {"end_to_end_ms": seconds * 1e3, "tokens": np.stack([t[0, -action_dim:].cpu().numpy() for t in tokens])}
 
 
 # ---------------------------------------------------------------------------------------------------- floor
@@ -137,9 +145,9 @@ def floor_ms(model: robovla.VLA, batch: int, prompt_tokens: int, rates: dict, dt
 
 
 # ------------------------------------------------------------------------------------------------------ main
-def build(preset: str, dtype: torch.dtype, quantization: str | None) -> robovla.VLA:
+def build(preset: str, dtype: torch.dtype, quantization: str | None, device: torch.device) -> robovla.VLA:
     stats = {"bench": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}}
-    model = robovla.build_model(preset, dtype=dtype, norm_stats=stats).eval()
+    model = robovla.build_model(preset, dtype=dtype, norm_stats=stats, device=device).eval()
     if quantization:
         quantize_language_model(model, quantization)
     return model
@@ -154,6 +162,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["eager", "compiled"],
                         help="eager, and/or compiled (VLA.compile_inference: torch.compile with frozen weights)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: the machine measured and run on")
     parser.add_argument("--json", default="benchmarks/results/inference.json")
     parser.add_argument("--markdown", default="docs/benchmarks.md")
     parser.add_argument("--redraw", action="store_true", help="only rewrite the markdown from the JSON file")
@@ -162,7 +171,8 @@ def main() -> None:
         saved = json.loads(Path(args.json).read_text())
         Path(args.markdown).write_text(markdown(saved["machine"], saved["results"]))
         return
-    rates = machine_rates()
+    device = torch.device(args.device)
+    rates = machine_rates(device)
     print(json.dumps(rates), flush=True)
     rows = []
     for preset in args.presets:
@@ -170,7 +180,7 @@ def main() -> None:
             dtype = resolve_dtype(dtype_name)
             for quantization in args.quantization:
                 q = None if quantization == "none" else quantization
-                model = build(preset, dtype, q)
+                model = build(preset, dtype, q, device)
                 for batch in args.batches:
                     images, texts = inputs(model, batch)
                     reference = reference_path(model, images, texts, "bench", max(1, args.repeats // 2))
@@ -178,6 +188,8 @@ def main() -> None:
                     floor = floor_ms(model, batch, prompt_tokens, rates, dtype, 7)
                     for mode in args.modes:
                         model.compile_inference(mode == "compiled")
+                        if device.type == "cuda":
+                            torch.cuda.reset_peak_memory_stats(device)
                         ours = our_components(model, images, texts, "bench", args.repeats)
                         same = float(np.mean(model.predict(images, texts, "bench").token_ids == reference["tokens"]))
                         row = {
@@ -192,9 +204,14 @@ def main() -> None:
                             **{k: round(v, 2) for k, v in floor.items()},
                             "x_floor": round(ours["end_to_end_ms"] / floor["floor_ms"], 2),
                         }
+                        if device.type == "cuda":
+                            row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
                         rows.append(row)
                         print(json.dumps(row), flush=True)
                     model.compile_inference(False)
+                del model
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": rates, "results": rows}, indent=2) + "\n")
     if args.markdown:
@@ -206,7 +223,7 @@ def markdown(rates: dict, rows: list[dict]) -> str:
         "# Inference benchmarks",
         "",
         "Made by `make bench` (`benchmarks/run.py`); raw numbers in `benchmarks/results/inference.json`.",
-        f"Machine: {rates['threads']} threads, GEMM {rates['gemm_gflops_float32']} GFLOP/s fp32 / "
+        f"Machine: {rates.get('device', 'CPU')}, {rates['threads']} threads, GEMM {rates['gemm_gflops_float32']} GFLOP/s fp32 / "
         f"{rates['gemm_gflops_bfloat16']} GFLOP/s bf16, read bandwidth {rates['read_bandwidth_gbs']} GB/s.",
         "",
         "`reference` runs the path the reference takes on the same weights: every ViT block, the LM head over",
@@ -217,17 +234,20 @@ def markdown(rates: dict, rows: list[dict]) -> str:
         "`ceiling` = reference ms / floor ms: the speed-up a path running exactly at the floor would reach; where it",
         "is below 2x, no implementation on this machine can be 2x faster than the reference.",
         "",
+        "`peak MB`: the most GPU memory allocated while measuring (GPU runs only).",
+        "",
         "| preset | dtype | quant | batch | mode | prefix ms | decode ms/token | end-to-end ms | actions/s |"
-        " reference ms | speed-up | same tokens | floor ms | x floor | ceiling |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " reference ms | speed-up | same tokens | floor ms | x floor | ceiling | peak MB |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        peak = f"{r['peak_memory_mb']:.0f}" if "peak_memory_mb" in r else "-"
         lines.append(
             f"| {r['preset']} | {r['dtype']} | {r['quantization']} | {r['batch']} | {r['mode']} | "
             f"{r['prefix_ms']:.1f} | {r['decode_token_ms']:.1f} | {r['end_to_end_ms']:.1f} | {r['actions_per_s']:.1f} | "
             f"{r['reference_end_to_end_ms']:.1f} | {r['speedup_vs_reference']:.2f}x | "
             f"{r['same_tokens_as_reference']:.0%} | {r['floor_ms']:.1f} | {r['x_floor']:.2f} | "
-            f"{r['reference_end_to_end_ms'] / r['floor_ms']:.2f}x |"
+            f"{r['reference_end_to_end_ms'] / r['floor_ms']:.2f}x | {peak} |"
         )
     return "\n".join(lines) + "\n"
 
