@@ -169,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.redraw:
         saved = json.loads(Path(args.json).read_text())
-        Path(args.markdown).write_text(markdown(saved["machine"], saved["results"]))
+        Path(args.markdown).write_text(markdown(saved["machine"], saved["results"], args.json))
         return
     device = torch.device(args.device)
     rates = machine_rates(device)
@@ -215,14 +215,14 @@ def main() -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": rates, "results": rows}, indent=2) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(markdown(rates, rows))
+        Path(args.markdown).write_text(markdown(rates, rows, args.json))
 
 
-def markdown(rates: dict, rows: list[dict]) -> str:
+def markdown(rates: dict, rows: list[dict], json_path: str = "benchmarks/results/inference.json") -> str:
     lines = [
         "# Inference benchmarks",
         "",
-        "Made by `make bench` (`benchmarks/run.py`); raw numbers in `benchmarks/results/inference.json`.",
+        f"Made by `make bench` (`benchmarks/run.py`); raw numbers in `{json_path}`.",
         f"Machine: {rates.get('device', 'CPU')}, {rates['threads']} threads, GEMM {rates['gemm_gflops_float32']} GFLOP/s fp32 / "
         f"{rates['gemm_gflops_bfloat16']} GFLOP/s bf16, read bandwidth {rates['read_bandwidth_gbs']} GB/s.",
         "",
