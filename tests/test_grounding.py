@@ -59,6 +59,26 @@ def test_predict_generates_grounding_then_the_action(model):
     assert np.allclose(single, prediction.actions[0])
 
 
+def test_grounding_tokens_take_the_argmax_under_median_selection(model):
+    from robovla.model.decoding import pick_tokens
+
+    images = [picture(3), picture(4), picture(5)]
+    processor = model.processor
+    prompts = processor.encode_prompts(["push the cube"] * 3, [STATE] * 3, "tabletop_default")
+    logits: list[torch.Tensor] = []
+    generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11,
+                                             selection="median", step_logits=logits, greedy_steps=4)
+    bins = (model.config.action_vocab_size - model.config.n_action_bins, model.config.action_vocab_size)
+    for step, step_logits in enumerate(logits):
+        expected = pick_tokens(step_logits, bins, "greedy" if step < 4 else "median")
+        assert torch.equal(generated[:, step], expected), step
+    # a median between two candidate objects names neither: predict reads the grounding by argmax
+    prediction = model.predict(images, ["push the cube"] * 3, "tabletop_default", proprio=[STATE] * 3,
+                               selection="median")
+    assert np.allclose(prediction.grounding, processor.decode_grounding(generated[:, :4].numpy(), "tabletop_default"))
+    assert np.array_equal(prediction.token_ids, generated[:, 4:].numpy())
+
+
 def test_reference_layout_generates_no_grounding(tiny_vla):
     assert tiny_vla.processor.grounding_dim(None) == 0
 

@@ -162,10 +162,12 @@ class StaticCacheDecoder:
         step_logits: list[torch.Tensor] | None = None,
         selection: str = "greedy",
         forced: torch.Tensor | None = None,
+        greedy_steps: int = 0,
     ) -> torch.Tensor:
         """Ids [B, num_tokens]; `token_range` (lo, hi) restricts the choice to ids lo..hi-1.
 
-        `selection` says how each step picks its token (see `pick_tokens`). `forced` [B, F <= num_tokens] holds
+        `selection` says how each step picks its token (see `pick_tokens`), after the first `greedy_steps`, which
+        take the argmax. `forced` [B, F <= num_tokens] holds
         ids to emit instead of choosing (-1: choose): later tokens are conditioned on them."""
         if selection not in SELECTIONS:
             raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
@@ -202,7 +204,7 @@ class StaticCacheDecoder:
         for step in range(num_tokens):
             if step_logits is not None:
                 step_logits.append(logits)
-            token = pick_tokens(logits, token_range, selection)
+            token = pick_tokens(logits, token_range, "greedy" if step < greedy_steps else selection)
             if forced is not None and step < forced.shape[1]:
                 token = torch.where(forced[:, step] >= 0, forced[:, step].to(token.device), token)
             generated.append(token)
