@@ -82,6 +82,17 @@ def test_single_backbone_variant_builds_and_runs():
     assert action.shape == (7,)
 
 
+def test_tabletop_fine_is_tabletop_cpu_with_8px_patches():
+    import robovla
+
+    coarse, fine = (robovla.build_model(name, device="meta") for name in ("tabletop-cpu", "tabletop-fine"))
+    assert coarse.vision_backbone.num_patches == 64 and fine.vision_backbone.num_patches == 256
+    shapes = {n: t.shape for n, t in coarse.state_dict().items()}
+    differing = sorted(n for n, t in fine.state_dict().items() if shapes[n] != t.shape)
+    assert set(shapes) == set(fine.state_dict())  # the same modules; only patch embedding and positions grow
+    assert all(n.endswith(("patch_embed.proj.weight", "pos_embed")) for n in differing) and len(differing) == 4
+
+
 def test_unknown_preset_lists_valid_ones():
     import robovla
 
