@@ -1,6 +1,6 @@
-"""`make demo`: the shipped, CPU-trained policy acting in the built-in simulator.
+"""`make demo`: the shipped policy acting in the built-in simulator.
 
-Loads `assets/policies/tabletop-cpu` (an openvla-7b-layout checkpoint trained by the command in the README),
+Loads `assets/policies/tabletop-fine` (an openvla-7b-layout checkpoint trained by the command in the README),
 rolls it out on seeded scenes of the training suite, prints every episode and the success rate, and saves a
 filmstrip of the first successful episode. Without a shipped policy it shows the pieces instead: the
 random-weight `tiny` preset saved, reloaded and predicting, and the simulator solved by its scripted expert.
@@ -18,7 +18,7 @@ import numpy as np
 import robovla
 from robovla.cli import quiet_third_party_import_noise
 
-SHIPPED_POLICY = "tabletop-cpu"
+SHIPPED_POLICY = "tabletop-fine"
 
 
 def shipped_policy_path(name: str = SHIPPED_POLICY) -> Path:
