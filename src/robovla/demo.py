@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     policy = robovla.load_pretrained(path)
     print(f"robovla demo: {path.name} policy, {robovla.parameter_counts(policy)['total']:,} parameters, "
-          f"trained on CPU; {args.episodes} seeded tabletop-train episodes")
+          f"trained from scratch in the simulator (see the README); {args.episodes} seeded tabletop-train episodes")
     run_policy_in_sim(policy, args.episodes, args.seed, Path(args.out))
 
 
