@@ -10,7 +10,7 @@ RUN=${RUN:-runs/tabletop-fine}
 SHIP=${SHIP:-runs/tabletop-fine-policy}
 EPISODES=${EPISODES:-12000}
 STEPS=${STEPS:-6000}
-WORKERS=${WORKERS:-14}
+WORKERS=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}  # 14 on the 16-core H100 machine
 
 [ -f "$DATA/meta/info.json" ] || $ROBOVLA collect --suite tabletop-train --episodes "$EPISODES" --out "$DATA" \
     --image-size 128 --workers "$WORKERS" --seed 21 --noise 0.3 --quiet
