@@ -38,7 +38,7 @@ policy: $(STAMP)
 
 policy-gpu: $(STAMP)
 	# the shipped tabletop-fine policy from nothing on one CUDA GPU (~20 min on an H100 with 16 cores)
-	ROBOVLA=.venv/bin/robovla bash scripts/train_tabletop_fine.sh
+	ROBOVLA=$(VENV)/bin/robovla bash scripts/train_tabletop_fine.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

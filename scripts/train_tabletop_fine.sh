@@ -2,7 +2,7 @@
 # The tabletop-fine policy (8 px patches, 256 patch tokens a tower) from nothing, on one CUDA GPU: collect
 # grounded demonstrations with 3x execution noise, train from scratch with the robot state, grounding tokens
 # and chunks of 4, export in bf16 with median selection. Resumable: re-running continues a killed run.
-# Measured on one H100 with 16 CPU cores (README, "A policy trained on a GPU").
+# Measured on one H100 with 16 CPU cores (README, "The shipped policy (trained on one GPU)").
 set -euo pipefail
 ROBOVLA=${ROBOVLA:-robovla}
 DATA=${DATA:-data/tabletop-train-128-fine}
