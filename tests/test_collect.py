@@ -13,6 +13,7 @@ import robovla.model.vla  # noqa: E402,F401  (torch's compiler stack must load b
 from robovla.cli import main  # noqa: E402
 from robovla.data import LeRobotDataset  # noqa: E402
 from robovla.data.collection import CollectConfig, EpisodeRecorder, attempt_seed, collect  # noqa: E402
+from robovla.errors import RobovlaError  # noqa: E402
 
 
 def test_collect_writes_a_lerobot_v3_dataset(tmp_path, capsys):
@@ -73,7 +74,6 @@ def test_interrupt_keeps_previous_dataset_and_resumes(tmp_path, monkeypatch):
 
 def test_dagger_keeps_policy_driven_episodes_with_expert_labels(tmp_path):
     import robovla
-    from robovla.errors import RobovlaError
     from robovla.sim import ScriptedExpert
     from robovla.sim.env import make_env
 
@@ -98,3 +98,21 @@ def test_dagger_keeps_policy_driven_episodes_with_expert_labels(tmp_path):
     assert np.allclose(data.actions[0], ScriptedExpert(env).act())
     with pytest.raises(RobovlaError, match="not a checkpoint folder"):
         collect(CollectConfig(episodes=1, policy=str(tmp_path / "nowhere")), tmp_path / "x", workers=1, progress=False)
+
+
+def test_instructions_per_scene_demonstrates_one_scene_under_several_instructions(tmp_path):
+    config = CollectConfig(episodes=3, image_size=32, seed=23, instructions_per_scene=3)
+    data = LeRobotDataset(collect(config, tmp_path / "ds", workers=1, progress=False).out)
+    firsts = [int(np.flatnonzero(data.episode_index == e)[0]) for e in range(data.num_episodes)]
+    frames = [data[i] for i in firsts]
+    assert len({f["instruction"] for f in frames}) == 3  # three tasks ...
+    for f in frames[1:]:  # ... in one scene: the same first frame, up to the odd pixel
+        assert np.mean(f["image"] != frames[0]["image"]) < 0.01 and np.array_equal(f["proprio"], frames[0]["proprio"])
+    assert not np.allclose(data.grounding[firsts[0]], data.grounding[firsts[1]])  # the words name other objects
+    info = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())
+    assert info["robovla"]["instructions_per_scene"] == 3
+    single = LeRobotDataset(collect(CollectConfig(episodes=1, image_size=32, seed=23), tmp_path / "one", workers=1,
+                                    progress=False).out)
+    assert np.array_equal(single[0]["image"], frames[0]["image"])  # the first instruction is the sampled one
+    with pytest.raises(RobovlaError, match="instructions-per-scene"):
+        collect(CollectConfig(instructions_per_scene=0), tmp_path / "x", workers=1, progress=False)

@@ -13,7 +13,7 @@ pytest.importorskip("mujoco")
 from robovla.errors import RobovlaError  # noqa: E402
 from robovla.sim import AXES, FAMILIES, SUITES, expert_action, list_suites, make_env  # noqa: E402
 from robovla.sim import variations as V  # noqa: E402
-from robovla.sim.tasks import TEMPLATES, TRAIN_SHAPES, preposition, sample_episode  # noqa: E402
+from robovla.sim.tasks import TEMPLATES, TRAIN_SHAPES, alternative_tasks, preposition, sample_episode  # noqa: E402
 
 
 def rollout(env, **reset_kwargs) -> dict:
@@ -97,6 +97,25 @@ def _inside(value: float, intervals) -> bool:
     return any(lo <= value <= hi for lo, hi in intervals)
 
 
+def _assert_in_pools(ep, suite: V.Suite) -> None:
+    """An episode draws each axis from the suite's pool, and its instruction names its target and goal."""
+    t = ep.target
+    assert ep.table in suite.pool("table") and ep.lighting in suite.pool("lighting")
+    assert t.color in suite.pool("target_color")
+    assert V.cell_of(t.x, t.y) in suite.pool("target_cell")
+    assert all(_inside(math.degrees(o.yaw), suite.pool("object_yaw")) for o in ep.objects)
+    assert _inside(t.size, suite.pool("target_size"))
+    assert t.shape in suite.pool("target_shape")
+    assert ep.phrasing in suite.pool("phrasing") and ep.instruction == TEMPLATES[ep.family][ep.phrasing].format(
+        target=t.phrase, goal=ep.entity(ep.goal).phrase, prep=preposition(ep.entity(ep.goal))
+    )
+    if t.shape in TRAIN_SHAPES:
+        combos = V.HELDOUT_COMBOS if "task_combo" in suite.heldout_axes else V.TRAIN_COMBOS
+        assert (ep.family, t.shape) in combos
+    distractors = [o for o in ep.objects[1:] if o.name != ep.goal]
+    assert distractors and all(o.color in suite.pool("distractor_color") for o in distractors)
+
+
 @pytest.mark.parametrize("suite_name", list(SUITES))
 def test_suites_draw_only_their_pools(suite_name):
     """Held-out pools share no value with training, and sampled episodes respect each suite's pools."""
@@ -105,22 +124,46 @@ def test_suites_draw_only_their_pools(suite_name):
         assert _disjoint(AXES[name]), name
     rng = np.random.default_rng(0)
     for _ in range(40):
+        _assert_in_pools(sample_episode(rng, suite), suite)
+
+
+@pytest.mark.parametrize("suite_name", list(SUITES))
+def test_alternative_tasks_keep_the_scene_and_the_suite(suite_name):
+    """Other instructions for one scene: other roles, the same layout, each still a valid task of the suite."""
+    suite = SUITES[suite_name]
+    rng = np.random.default_rng(1)
+    alternatives = 0
+    for _ in range(30):
         ep = sample_episode(rng, suite)
-        t = ep.target
-        assert ep.table in suite.pool("table") and ep.lighting in suite.pool("lighting")
-        assert t.color in suite.pool("target_color")
-        assert V.cell_of(t.x, t.y) in suite.pool("target_cell")
-        assert all(_inside(math.degrees(o.yaw), suite.pool("object_yaw")) for o in ep.objects)
-        assert _inside(t.size, suite.pool("target_size"))
-        assert t.shape in suite.pool("target_shape")
-        assert ep.phrasing in suite.pool("phrasing") and ep.instruction == TEMPLATES[ep.family][ep.phrasing].format(
-            target=t.phrase, goal=ep.entity(ep.goal).phrase, prep=preposition(ep.entity(ep.goal))
-        )
-        if t.shape in TRAIN_SHAPES:
-            combos = V.HELDOUT_COMBOS if "task_combo" in suite.heldout_axes else V.TRAIN_COMBOS
-            assert (ep.family, t.shape) in combos
-        distractors = [o for o in ep.objects[1:] if o.name != ep.goal]
-        assert distractors and all(o.color in suite.pool("distractor_color") for o in distractors)
+        for alt in alternative_tasks(ep, suite, np.random.default_rng(0)):
+            alternatives += 1
+            assert (alt.target.name, alt.goal) != (ep.target.name, ep.goal) and alt.instruction != ep.instruction
+            assert set(alt.objects) == set(ep.objects) and alt.fixtures == ep.fixtures
+            assert (alt.family, alt.phrasing, alt.table, alt.lighting) == (ep.family, ep.phrasing, ep.table, ep.lighting)
+            _assert_in_pools(alt, suite)
+            if alt.family == "stack":
+                assert alt.entity(alt.goal).shape == "cube"
+    assert alternatives >= 10
+
+
+def test_the_expert_solves_alternative_tasks_and_moves_the_new_target():
+    env = make_env(image_size=32)
+    suite = SUITES["tabletop-train"]
+    rng = np.random.default_rng(5)
+    outcomes = []
+    while len(outcomes) < 12:
+        ep = sample_episode(rng, suite)
+        alts = alternative_tasks(ep, suite, rng)
+        if not alts:
+            continue
+        alt = alts[0]
+        info = rollout(env, options={"episode": alt})
+        outcomes.append(info["success"])
+        assert info["instruction"] == alt.instruction
+        for o in ep.objects:  # the objects the new instruction does not name stay where they were
+            if o.name not in (alt.target.name, alt.goal) and alt.family != "push":
+                assert math.hypot(*(env.object_pos(o.name)[:2] - [o.x, o.y])) < 0.03, (alt.instruction, o.phrase)
+    assert sum(outcomes) >= 10
 
 
 def test_unknown_names_list_valid_ones():

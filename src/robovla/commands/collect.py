@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DAgger: this trained policy drives a share of the steps and the expert labels every "
                              "visited state; every episode is kept, failed or not")
     parser.add_argument("--policy-share", type=float, default=0.5, help="share of steps the --policy drives")
+    parser.add_argument("--instructions-per-scene", type=int, default=1, metavar="N",
+                        help="demonstrate each sampled scene under N instructions: the sampled task, then other "
+                             "targets/goals in the same layout, so the words decide what to do (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         noise=args.noise,
         policy=args.policy,
         policy_share=args.policy_share,
+        instructions_per_scene=args.instructions_per_scene,
     )
     try:
         result = collect(config, args.out, workers=args.workers, progress=not args.quiet)

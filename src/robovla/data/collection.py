@@ -38,6 +38,8 @@ class CollectConfig:
     # DAgger: a trained policy drives this share of the steps while the expert labels every state it visits
     policy: str | None = None
     policy_share: float = 0.5
+    # each scene under this many instructions (the sampled one, then other targets/goals in the same layout)
+    instructions_per_scene: int = 1
 
 
 @dataclass
@@ -91,10 +93,18 @@ class EpisodeRecorder:
         from robovla.data.lerobot_writer import episode_table
         from robovla.sim import ScriptedExpert
 
-        seed = attempt_seed(self.config.seed, attempt)
+        from robovla.sim.tasks import alternative_tasks
+
+        scene, variant = divmod(attempt, self.config.instructions_per_scene)
         env = self.env
-        obs, info = env.reset(seed=seed)
-        rng = np.random.default_rng(seed)
+        obs, info = env.reset(seed=attempt_seed(self.config.seed, scene))
+        if variant:  # the same scene under another instruction, if it has one more
+            alternatives = alternative_tasks(env.episode, env.suite, np.random.default_rng([self.config.seed, scene]))
+            if len(alternatives) < variant:
+                (self.staging / f"failed-{attempt:07d}").touch()
+                return attempt, False, False, 0, info["task"]
+            obs, info = env.reset(options={"episode": alternatives[variant - 1]})
+        rng = np.random.default_rng(attempt_seed(self.config.seed, attempt))
         expert = ScriptedExpert(env, noise=self.config.noise, rng=rng)
         images, wrist, proprio, actions, grounding = [], [], [], [], []
         success = False
@@ -175,8 +185,8 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
         raise RobovlaError(f"unknown suite {config.suite!r}; valid: {', '.join(list_suites())}")
     embodiment = get_embodiment(config.embodiment)
     check_family(config.task)
-    if config.episodes < 1 or workers < 1:
-        raise RobovlaError("--episodes and --workers must be >= 1")
+    if config.episodes < 1 or workers < 1 or config.instructions_per_scene < 1:
+        raise RobovlaError("--episodes, --workers and --instructions-per-scene must be >= 1")
     if config.policy is not None:
         if not (Path(config.policy) / "config.json").is_file():
             raise RobovlaError(f"--policy {config.policy}: not a checkpoint folder (no config.json)")
@@ -234,6 +244,7 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
         "task": config.task,
         "seed": config.seed,
         "expert_noise": config.noise,
+        **({"instructions_per_scene": config.instructions_per_scene} if config.instructions_per_scene > 1 else {}),
         **({"dagger_policy": config.policy, "policy_share": config.policy_share} if config.policy else {}),
         "image_size": config.image_size,
         "action_scale": {"pos_step_m": embodiment.pos_step, "rot_step_rad": embodiment.rot_step, "gripper": "absolute, 1 = open"},

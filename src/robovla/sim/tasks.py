@@ -20,6 +20,8 @@ FIXTURE_TOP = {"bowl": 0.008, "bin": 0.008, "plate": 0.010, "pad": 0.002}  # z o
 CONTAINERS = ("bowl", "bin", "plate")
 MOVE_NEAR_DISTANCE = 0.09
 MOVE_NEAR_SUCCESS = 0.12
+PUSH_DISTANCE = (0.12, 0.22)  # metres from the target to its pad: a short push
+PUSH_PATH_CLEARANCE = 0.09  # other objects keep this far from the push path
 
 TEMPLATES: dict[str, dict[str, str]] = {
     "pick_place": {
@@ -193,7 +195,7 @@ def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: st
         colors = [c for c in V.TRAIN_COLORS if c != target.color]
         for k, kind in enumerate(kinds):
             if family == "push" and k == 0:  # the target pad: a short push away
-                point = layout.free_point(0.16, lambda x, y: 0.12 <= math.hypot(x - tx, y - ty) <= 0.22)
+                point = layout.free_point(0.16, lambda x, y: PUSH_DISTANCE[0] <= math.hypot(x - tx, y - ty) <= PUSH_DISTANCE[1])
             else:
                 point = layout.free_point(0.17)
             if point is None:
@@ -203,9 +205,7 @@ def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: st
             layout.taken.append((*point, 0.17))
 
     def clear_of_push_path(x: float, y: float) -> bool:
-        a, b = np.array([tx, ty]), np.array([fixtures[0].x, fixtures[0].y])
-        behind = a - (b - a) / np.linalg.norm(b - a) * 0.08
-        return _segment_distance(np.array([x, y]), behind, b) >= 0.09
+        return _push_path_distance((tx, ty), (fixtures[0].x, fixtures[0].y), (x, y)) >= PUSH_PATH_CLEARANCE
 
     objects = [target]
     used_colors = {target.color}
@@ -236,6 +236,73 @@ def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: st
         family, tuple(objects), tuple(fixtures), goal_item.name, instruction, phrasing,
         _choice(rng, suite.pool("table")), _choice(rng, suite.pool("lighting")), place_offset,
     )
+
+
+def alternative_tasks(spec: EpisodeSpec, suite: V.Suite, rng: np.random.Generator) -> list[EpisodeSpec]:
+    """Every other valid task in the same scene, in an order drawn from `rng`: other things in the instruction's
+    roles (another target and/or goal), same family and phrasing, each role's colour and the target's shape and
+    cell within `suite`'s pools.
+
+    With one instruction per scene, a policy can learn where the answer lies from the layout alone and ignore the
+    words; demonstrations of one scene under several instructions leave the words as the only way to tell them
+    apart (`robovla collect --instructions-per-scene`)."""
+    shapes = {shape for _, shape in _combos(suite, spec.family)}
+    pairs = []
+    for target in spec.objects:
+        if target.shape not in shapes or target.color not in suite.pool("target_color"):
+            continue
+        if V.cell_of(target.x, target.y) not in suite.pool("target_cell"):
+            continue
+        if not any(lo <= target.size <= hi for lo, hi in suite.pool("target_size")):
+            continue
+        goals = spec.fixtures if spec.family in ("pick_place", "push") else [o for o in spec.objects if o is not target]
+        pairs += [(target, goal) for goal in goals if (target.name, goal.name) != (spec.target.name, spec.goal)]
+    tasks = []
+    for k in rng.permutation(len(pairs)):
+        task = _with_roles(spec, suite, *pairs[int(k)], rng)
+        if task is not None:
+            tasks.append(task)
+    return tasks
+
+
+def _with_roles(spec: EpisodeSpec, suite: V.Suite, target: ObjectSpec, goal: ObjectSpec | FixtureSpec,
+                rng: np.random.Generator) -> EpisodeSpec | None:
+    """`spec`'s scene with `target` and `goal` in the instruction's roles; None if that task is not valid there."""
+    others = [o for o in spec.objects if o is not target and o is not goal]
+    if any(o.color not in suite.pool("distractor_color") for o in others):
+        return None
+    objects = (target, goal, *others) if isinstance(goal, ObjectSpec) else (target, *others)
+    offset: tuple[float, float] | None = (0.0, 0.0)
+    if isinstance(goal, ObjectSpec) and goal.color not in V.TRAIN_COLORS:
+        return None  # goal objects take training colours in every suite
+    if spec.family == "stack" and goal.shape != "cube":
+        return None
+    if spec.family == "move_near":
+        if math.hypot(target.x - goal.x, target.y - goal.y) <= MOVE_NEAR_SUCCESS + 0.04:
+            return None  # would start out solved
+        offset = _move_near_offset(rng, list(objects))
+    if spec.family == "push" and not _push_is_clear(target, goal, others):
+        return None
+    if offset is None:
+        return None
+    instruction = TEMPLATES[spec.family][spec.phrasing].format(target=target.phrase, goal=goal.phrase, prep=preposition(goal))
+    return EpisodeSpec(spec.family, objects, spec.fixtures, goal.name, instruction, spec.phrasing, spec.table,
+                       spec.lighting, offset)
+
+
+def _push_is_clear(target: ObjectSpec, pad: FixtureSpec, others: list[ObjectSpec]) -> bool:
+    """A push the expert can make: the pad a short push away, nothing on the path from behind the target."""
+    if not PUSH_DISTANCE[0] <= math.hypot(pad.x - target.x, pad.y - target.y) <= PUSH_DISTANCE[1]:
+        return False
+    path = ((target.x, target.y), (pad.x, pad.y))
+    return all(_push_path_distance(*path, (o.x, o.y)) >= PUSH_PATH_CLEARANCE for o in others)
+
+
+def _push_path_distance(start: tuple[float, float], pad: tuple[float, float], point: tuple[float, float]) -> float:
+    """How far `point` is from the push path: from 8 cm behind the target's start to the pad."""
+    a, b = np.array(start), np.array(pad)
+    behind = a - (b - a) / np.linalg.norm(b - a) * 0.08
+    return _segment_distance(np.array(point), behind, b)
 
 
 def _move_near_offset(rng: np.random.Generator, objects: list[ObjectSpec]) -> tuple[float, float] | None:
