@@ -4,6 +4,8 @@ For each collection seed, rebuilds the first frame of that seed's first N episod
 --seed S` made them (same attempt seeds), asks the policy for its grounding tokens (where the instruction's
 target and goal are) and counts the estimates more than 5 cm from the simulator's truth, per task family.
 Seeds the policy was trained on against a seed it never saw measures how much of its grounding is memorised.
+It then renames the target's colour in the instruction (red -> green -> blue -> yellow -> red) where another
+object of the target's shape has the new colour: a policy that reads the words moves its estimate to that object.
 
     python benchmarks/grounding_generalization.py [--checkpoint DIR] [--seeds 21,22,77] [--scenes 200]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ from robovla.demo import shipped_policy_path
 from robovla.sim import make_env
 
 WRONG = 0.05  # metres: further than this from the truth names another object (objects sit >= 10 cm apart)
+RECOLOUR = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "red"}
 
 
 def first_frames(seed: int, scenes: int, image_size: int) -> list[dict]:
@@ -30,8 +34,13 @@ def first_frames(seed: int, scenes: int, image_size: int) -> list[dict]:
     frames = []
     for attempt in range(scenes):
         obs, info = env.reset(seed=attempt_seed(seed, attempt))
+        target = env.episode.target
+        renamed = RECOLOUR.get(target.color)
+        same_shape = [o for o in env.episode.objects if o.color == renamed and o.shape == target.shape]
         frames.append({"image": obs["image"], "proprio": obs["proprio"], "instruction": info["instruction"],
-                       "truth": env.grounding(), "family": env.episode.family})
+                       "truth": env.grounding(), "family": env.episode.family,
+                       "renamed": (re.sub(rf"\b{target.color}\b", renamed, info["instruction"], count=1),
+                                   np.array([same_shape[0].x, same_shape[0].y])) if same_shape else None})
     env.close()
     return frames
 
@@ -49,9 +58,23 @@ def grounding_errors(model: robovla.VLA, frames: list[dict], batch: int = 25) ->
     return np.array(target), np.array(goal)
 
 
-def report(seed: int, frames: list[dict], target: np.ndarray, goal: np.ndarray) -> dict:
+def follows_renamed_target(model: robovla.VLA, frames: list[dict], batch: int = 25) -> np.ndarray:
+    """Per renamed frame: does the target estimate land on the object the renamed instruction names?"""
+    renamed = [f for f in frames if f["renamed"] is not None]
+    follows = []
+    for start in range(0, len(renamed), batch):
+        chunk = renamed[start : start + batch]
+        said = model.predict([f["image"] for f in chunk], [f["renamed"][0] for f in chunk],
+                             proprio=[f["proprio"] for f in chunk]).grounding
+        follows += [np.linalg.norm(estimate[:2] - f["renamed"][1]) <= WRONG for estimate, f in zip(said, chunk)]
+    return np.array(follows, dtype=bool)
+
+
+def report(seed: int, frames: list[dict], target: np.ndarray, goal: np.ndarray, follows: np.ndarray) -> dict:
     families = np.array([f["family"] for f in frames])
-    row = {"seed": seed, "scenes": len(frames), "target_wrong": float((target > WRONG).mean()),
+    row = {"seed": seed, "scenes": len(frames), "renamed_scenes": len(follows),
+           "follows_renamed_target": float(follows.mean()) if len(follows) else None,
+           "target_wrong": float((target > WRONG).mean()),
            "goal_wrong": float((goal > WRONG).mean()), "either_wrong": float(((target > WRONG) | (goal > WRONG)).mean())}
     row["per_family"] = {
         str(f): {"scenes": int((families == f).sum()), "target_wrong": float((target[families == f] > WRONG).mean()),
@@ -65,13 +88,15 @@ def markdown(result: dict) -> str:
     families = sorted({f for row in result["rows"] for f in row["per_family"]})
     lines = [f"Grounding estimates more than {WRONG * 100:.0f} cm off on the first frame "
              f"(`{result['checkpoint']}`, {result['rows'][0]['scenes']} scenes a seed; target / goal):", "",
-             "| scenes from | trained on them | either wrong | " + " | ".join(families) + " |",
-             "|---|---|---:|" + "---:|" * len(families)]
+             "| scenes from | trained on them | either wrong | " + " | ".join(families) + " | target colour renamed: follows |",
+             "|---|---|---:|" + "---:|" * len(families) + "---:|"]
     for row in result["rows"]:
         counts = [row["per_family"].get(f) for f in families]
         cells = [f"{c['target_wrong']:.0%} / {c['goal_wrong']:.0%}" if c else "-" for c in counts]
         seen = "yes" if row["seed"] in result["training_seeds"] else "no"
-        lines.append(f"| `collect --seed {row['seed']}` | {seen} | {row['either_wrong']:.0%} | " + " | ".join(cells) + " |")
+        follows = "-" if row["follows_renamed_target"] is None else f"{row['follows_renamed_target']:.0%} of {row['renamed_scenes']}"
+        lines.append(f"| `collect --seed {row['seed']}` | {seen} | {row['either_wrong']:.0%} | " + " | ".join(cells)
+                     + f" | {follows} |")
     return "\n".join(lines) + "\n"
 
 
@@ -91,7 +116,7 @@ def main() -> None:
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         frames = first_frames(seed, args.scenes, size)
-        rows.append(report(seed, frames, *grounding_errors(model, frames)))
+        rows.append(report(seed, frames, *grounding_errors(model, frames), follows_renamed_target(model, frames)))
     result = {"checkpoint": args.checkpoint, "training_seeds": [int(s) for s in args.training_seeds.split(",") if s],
               "rows": rows}
     out = Path(args.out)

@@ -56,6 +56,7 @@ def test_grounding_generalization_rebuilds_collected_scenes_and_reports_per_fami
     for row in result["rows"]:
         assert row["scenes"] == 4 and sum(f["scenes"] for f in row["per_family"].values()) == 4
         assert 0 <= row["target_wrong"] <= row["either_wrong"] <= 1
+        assert row["renamed_scenes"] <= 4 and (row["follows_renamed_target"] is None or 0 <= row["follows_renamed_target"] <= 1)
     table = out.with_suffix(".md").read_text()
     assert "| `collect --seed 21` | yes |" in table and "| `collect --seed 77` | no |" in table
 
