@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/bench_sim.py
 	$(PY) benchmarks/quant_agreement.py
+	$(PY) benchmarks/grounding_generalization.py
 
 policy: $(STAMP)
 	# the shipped tabletop-cpu policy from nothing (~4.5 h on 2 cores); re-run to resume after a kill
