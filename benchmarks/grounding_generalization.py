@@ -46,29 +46,31 @@ def first_frames(seed: int, scenes: int, image_size: int) -> list[dict]:
     return frames
 
 
-def grounding_errors(model: robovla.VLA, frames: list[dict], batch: int = 25) -> tuple[np.ndarray, np.ndarray]:
-    """Distance (m) of the policy's target and goal estimates from the truth, one row per frame."""
-    target, goal = [], []
+def grounding_estimates(model: robovla.VLA, frames: list[dict], instructions: list[str], batch: int = 25) -> np.ndarray:
+    """The policy's grounding tokens [N, 4] (target x, y, goal x, y in metres) for each frame under its instruction."""
+    said = []
     for start in range(0, len(frames), batch):
         chunk = frames[start : start + batch]
-        said = model.predict([f["image"] for f in chunk], [f["instruction"] for f in chunk],
-                             proprio=[f["proprio"] for f in chunk]).grounding
-        for estimate, frame in zip(said, chunk):
-            target.append(np.linalg.norm(estimate[:2] - frame["truth"][:2]))
-            goal.append(np.linalg.norm(estimate[2:] - frame["truth"][2:]))
-    return np.array(target), np.array(goal)
+        said.append(model.predict([f["image"] for f in chunk], instructions[start : start + batch],
+                                  proprio=[f["proprio"] for f in chunk]).grounding)
+    return np.concatenate(said)
 
 
-def follows_renamed_target(model: robovla.VLA, frames: list[dict], batch: int = 25) -> np.ndarray:
+def grounding_errors(model: robovla.VLA, frames: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (m) of the policy's target and goal estimates from the truth, one row per frame."""
+    said = grounding_estimates(model, frames, [f["instruction"] for f in frames])
+    truth = np.stack([f["truth"] for f in frames])
+    return np.linalg.norm(said[:, :2] - truth[:, :2], axis=1), np.linalg.norm(said[:, 2:] - truth[:, 2:], axis=1)
+
+
+def follows_renamed_target(model: robovla.VLA, frames: list[dict]) -> np.ndarray:
     """Per renamed frame: does the target estimate land on the object the renamed instruction names?"""
     renamed = [f for f in frames if f["renamed"] is not None]
-    follows = []
-    for start in range(0, len(renamed), batch):
-        chunk = renamed[start : start + batch]
-        said = model.predict([f["image"] for f in chunk], [f["renamed"][0] for f in chunk],
-                             proprio=[f["proprio"] for f in chunk]).grounding
-        follows += [np.linalg.norm(estimate[:2] - f["renamed"][1]) <= WRONG for estimate, f in zip(said, chunk)]
-    return np.array(follows, dtype=bool)
+    if not renamed:
+        return np.zeros(0, dtype=bool)
+    said = grounding_estimates(model, renamed, [f["renamed"][0] for f in renamed])
+    named = np.stack([f["renamed"][1] for f in renamed])
+    return np.linalg.norm(said[:, :2] - named, axis=1) <= WRONG
 
 
 def report(seed: int, frames: list[dict], target: np.ndarray, goal: np.ndarray, follows: np.ndarray) -> dict:

@@ -92,7 +92,6 @@ class EpisodeRecorder:
         from robovla.data.episodes import Episode
         from robovla.data.lerobot_writer import episode_table
         from robovla.sim import ScriptedExpert
-
         from robovla.sim.tasks import alternative_tasks
 
         scene, variant = divmod(attempt, self.config.instructions_per_scene)

@@ -20,6 +20,7 @@ FIXTURE_TOP = {"bowl": 0.008, "bin": 0.008, "plate": 0.010, "pad": 0.002}  # z o
 CONTAINERS = ("bowl", "bin", "plate")
 MOVE_NEAR_DISTANCE = 0.09
 MOVE_NEAR_SUCCESS = 0.12
+MOVE_NEAR_START = MOVE_NEAR_SUCCESS + 0.04  # a move-near pair starts further apart than this: not already solved
 PUSH_DISTANCE = (0.12, 0.22)  # metres from the target to its pad: a short push
 PUSH_PATH_CLEARANCE = 0.09  # other objects keep this far from the push path
 
@@ -212,7 +213,7 @@ def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: st
     while len(objects) < OBJECT_COUNT:
         is_goal = family in ("stack", "move_near") and len(objects) == 1
         if is_goal and family == "move_near":  # must not start out solved
-            accept = lambda x, y: math.hypot(x - tx, y - ty) > MOVE_NEAR_SUCCESS + 0.04  # noqa: E731
+            accept = lambda x, y: math.hypot(x - tx, y - ty) > MOVE_NEAR_START  # noqa: E731
         elif family == "push":
             accept = clear_of_push_path
         else:
@@ -271,20 +272,20 @@ def _with_roles(spec: EpisodeSpec, suite: V.Suite, target: ObjectSpec, goal: Obj
     others = [o for o in spec.objects if o is not target and o is not goal]
     if any(o.color not in suite.pool("distractor_color") for o in others):
         return None
-    objects = (target, goal, *others) if isinstance(goal, ObjectSpec) else (target, *others)
-    offset: tuple[float, float] | None = (0.0, 0.0)
     if isinstance(goal, ObjectSpec) and goal.color not in V.TRAIN_COLORS:
         return None  # goal objects take training colours in every suite
     if spec.family == "stack" and goal.shape != "cube":
         return None
-    if spec.family == "move_near":
-        if math.hypot(target.x - goal.x, target.y - goal.y) <= MOVE_NEAR_SUCCESS + 0.04:
-            return None  # would start out solved
-        offset = _move_near_offset(rng, list(objects))
     if spec.family == "push" and not _push_is_clear(target, goal, others):
         return None
-    if offset is None:
-        return None
+    objects = (target, goal, *others) if isinstance(goal, ObjectSpec) else (target, *others)
+    offset = (0.0, 0.0)
+    if spec.family == "move_near":
+        if math.hypot(target.x - goal.x, target.y - goal.y) <= MOVE_NEAR_START:
+            return None
+        offset = _move_near_offset(rng, list(objects))
+        if offset is None:
+            return None
     instruction = TEMPLATES[spec.family][spec.phrasing].format(target=target.phrase, goal=goal.phrase, prep=preposition(goal))
     return EpisodeSpec(spec.family, objects, spec.fixtures, goal.name, instruction, spec.phrasing, spec.table,
                        spec.lighting, offset)
