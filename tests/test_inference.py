@@ -165,3 +165,32 @@ def test_bfloat16_prefix_attention_matches_the_fused_kernel(tiny_vla):
                                                is_causal=mask is None, scale=decoder.scaling)
         assert ours.dtype == torch.bfloat16
         assert (ours.float() - fused).abs().max().item() < 0.03
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prefill_runs_the_last_layer_for_the_last_position_only(dtype):
+    """The prefill returns the last position's hidden state alone, and its logits are the full forward's, with
+    and without left padding (the KV cache still covers every position: see the conformance tests)."""
+    from robovla.model.decoding import StaticCacheDecoder
+
+    lm = robovla.load_pretrained(TINY_CHECKPOINT, dtype=dtype).language_model
+    decoder = StaticCacheDecoder(lm)
+    batch, length = 2, 30
+    embeds = torch.randn(batch, length, lm.config.hidden_size, generator=torch.Generator().manual_seed(0)).to(dtype)
+    padded = torch.ones(batch, length, dtype=torch.long)
+    padded[1, 5:9] = 0  # row 1's prompt is left-padded: the padding sits between the patches and the prompt
+    for mask in (None, padded):
+        positions = torch.arange(length).expand(batch, -1) if mask is None else (mask.cumsum(1) - 1).clamp(min=0)
+        prefix_mask = None if mask is None else (
+            torch.ones(length, length, dtype=torch.bool).tril()[None, None] & mask[:, None, None, :].bool())
+        shape = (batch, decoder.num_kv_heads, length, decoder.head_dim)
+        keys = [torch.zeros(shape, dtype=dtype) for _ in lm.model.layers]
+        values = [torch.zeros(shape, dtype=dtype) for _ in lm.model.layers]
+        cos, sin = lm.model.rotary_emb(embeds, positions)
+        with torch.inference_mode():
+            hidden = decoder._prefill(embeds, cos, sin, keys, values, prefix_mask)
+            ours = decoder._logits(hidden)
+            full = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+        assert hidden.shape == (batch, 1, lm.config.hidden_size)
+        tolerance = 1e-4 if dtype == torch.float32 else 0.1
+        assert (ours - full).abs().max().item() < tolerance * max(1.0, full.abs().max().item())

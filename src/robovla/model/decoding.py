@@ -81,14 +81,25 @@ class StaticCacheDecoder:
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
     def _prefill(self, inputs_embeds, cos, sin, keys, values, prefix_mask) -> torch.Tensor:
-        """The prefix through every layer, filling the first slots of the cache."""
+        """The prefix through every layer, filling the first slots of the cache; returns the last position's
+        hidden state [B, 1, H].
+
+        The last layer's keys and values are needed at every position (the cache), but its attention output,
+        output projection and MLP only at the last one, the position that predicts the first token
+        (prompts are left-padded, so it is every row's last real token).
+        """
         length = inputs_embeds.shape[1]
         hidden = inputs_embeds
         bias = self._prefix_bias(inputs_embeds, prefix_mask)  # once for all layers
+        last = len(self.lm.model.layers) - 1
         for index, layer in enumerate(self.lm.model.layers):
             q, k, v = self._project(layer, layer.input_layernorm(hidden), cos, sin)
             keys[index][:, :, :length] = k
             values[index][:, :, :length] = v
+            if index == last:
+                q, hidden = q[:, :, -1:], hidden[:, -1:]
+                prefix_mask = None if prefix_mask is None else prefix_mask[..., -1:, :]
+                bias = None if bias is None else bias[..., -1:, :]
             hidden = self._finish_layer(layer, hidden, self._prefix_attention(q, k, v, prefix_mask, bias))
         return hidden
 
@@ -111,10 +122,11 @@ class StaticCacheDecoder:
     def _prefix_attention(self, q, k, v, prefix_mask: torch.Tensor | None,
                           bias: torch.Tensor | None) -> torch.Tensor:
         """Causal (+ padding) attention over the prefix: the fused kernel, or with `bias` (`_prefix_bias`) two
-        bf16 matmuls and a softmax."""
+        bf16 matmuls and a softmax. A single query (the last layer's last position) sees every key."""
         if bias is None:
+            causal = prefix_mask is None and q.shape[-2] > 1  # SDPA aligns a 1-row causal mask to the first key
             return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=prefix_mask, is_causal=prefix_mask is None, scale=self.scaling,
+                q, k, v, attn_mask=prefix_mask, is_causal=causal, scale=self.scaling,
                 enable_gqa=self.num_kv_heads != self.num_heads,
             )
         if self.num_kv_heads != self.num_heads:
