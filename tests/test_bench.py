@@ -31,12 +31,21 @@ def test_bench_writes_rows_and_redraws_the_same_table(tmp_path, monkeypatch):
     assert saved["machine"]["device"] and saved["machine"]["read_bandwidth_gbs"] > 0
     assert row["same_tokens_as_reference"] == 1.0  # our decoding = the reference's greedy tokens
     assert row["end_to_end_ms"] > 0 and row["floor_ms"] > 0 and "peak_memory_mb" not in row  # GPU runs only
+    assert row["speedup_vs_reference"] == round(row["reference_end_to_end_ms"] / row["end_to_end_ms"], 2)
     table = out_md.read_text()
     assert str(out_json) in table and "| tiny | float32 | none | 1 | eager |" in table and table.rstrip().endswith("- |")
     redrawn = tmp_path / "redrawn.md"
     monkeypatch.setattr(sys, "argv", ["run.py", "--redraw", "--json", str(out_json), "--markdown", str(redrawn)])
     bench.main()
     assert redrawn.read_text() == table
+
+
+def test_paths_compared_are_timed_in_turns():
+    """Our path and the reference's alternate (after one warm-up round each), so machine drift hits both alike."""
+    bench = load_bench()
+    calls = []
+    medians = bench.timed_alternately([lambda: calls.append("ours"), lambda: calls.append("reference")], repeats=3)
+    assert calls == ["ours", "reference"] * 4 and len(medians) == 2 and all(m >= 0 for m in medians)
 
 
 def test_grounding_generalization_rebuilds_collected_scenes_and_reports_per_family(tmp_path, monkeypatch):
