@@ -161,7 +161,8 @@ class StaticCacheDecoder:
         return self._compiled_fns[name]
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm.lm_head(self.lm.model.norm(hidden[:, -1:]))[:, -1].float()
+        """[B, 1, H] (the prefill's or a step's one position) -> float32 logits [B, V]."""
+        return self.lm.lm_head(self.lm.model.norm(hidden))[:, -1].float()
 
     @torch.inference_mode()
     def generate(
