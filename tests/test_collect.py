@@ -116,3 +116,17 @@ def test_instructions_per_scene_demonstrates_one_scene_under_several_instruction
     assert np.array_equal(single[0]["image"], frames[0]["image"])  # the first instruction is the sampled one
     with pytest.raises(RobovlaError, match="instructions-per-scene"):
         collect(CollectConfig(instructions_per_scene=0), tmp_path / "x", workers=1, progress=False)
+
+
+def test_max_frames_keeps_the_first_frames_of_each_demonstration(tmp_path):
+    whole = LeRobotDataset(collect(CollectConfig(episodes=1, image_size=32, seed=23), tmp_path / "whole", workers=1,
+                                   progress=False).out)
+    config = CollectConfig(episodes=2, image_size=32, seed=23, max_frames=3)
+    short = LeRobotDataset(collect(config, tmp_path / "short", workers=1, progress=False).out)
+    assert short.num_episodes == 2 and len(short) == 6  # kept although no demonstration got to succeed
+    assert np.array_equal(short.actions[:3], whole.actions[:3])  # the same start as the full demonstration
+    assert np.array_equal(short[2]["image"], whole[2]["image"])
+    info = json.loads((tmp_path / "short" / "meta" / "info.json").read_text())
+    assert info["robovla"]["max_frames"] == 3
+    with pytest.raises(RobovlaError, match="max-frames"):
+        collect(CollectConfig(max_frames=0), tmp_path / "x", workers=1, progress=False)

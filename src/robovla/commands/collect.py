@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instructions-per-scene", type=int, default=1, metavar="N",
                         help="demonstrate each sampled scene under N instructions: the sampled task, then other "
                              "targets/goals in the same layout, so the words decide what to do (default 1)")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="K",
+                        help="keep only the first K frames of each demonstration (not run to success): many more "
+                             "distinct scenes for the same time, for the first decisions (which object, where)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         policy=args.policy,
         policy_share=args.policy_share,
         instructions_per_scene=args.instructions_per_scene,
+        max_frames=args.max_frames,
     )
     try:
         result = collect(config, args.out, workers=args.workers, progress=not args.quiet)
@@ -54,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"robovla collect: {interrupt}", file=sys.stderr)  # where the progress went and how to resume
         raise
     tasks = ", ".join(f"{k} {s}/{n}" for k, (s, n) in sorted(result.per_task.items()))
-    if args.policy:
+    if args.max_frames:
+        outcome = f"the first {args.max_frames} frames of each demonstration"
+    elif args.policy:
         outcome = f"the policy drove {args.policy_share:.0%} of the steps; episodes that succeeded per task"
     else:
         outcome = f"expert success {result.success_rate:.1%} ({result.failed} failed episodes not saved)"

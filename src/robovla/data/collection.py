@@ -40,6 +40,9 @@ class CollectConfig:
     policy_share: float = 0.5
     # each scene under this many instructions (the sampled one, then other targets/goals in the same layout)
     instructions_per_scene: int = 1
+    # keep only each demonstration's first K frames, unchecked for success: the expert's labels are right
+    # whatever comes after, and many short demos show many more distinct scenes for the same time and disk
+    max_frames: int | None = None
 
 
 @dataclass
@@ -107,7 +110,7 @@ class EpisodeRecorder:
         expert = ScriptedExpert(env, noise=self.config.noise, rng=rng)
         images, wrist, proprio, actions, grounding = [], [], [], [], []
         success = False
-        for _ in range(env.max_episode_steps):
+        for _ in range(min(env.max_episode_steps, self.config.max_frames or env.max_episode_steps)):
             action = expert.act()
             images.append(obs["image"])
             if "wrist_image" in obs:
@@ -124,7 +127,7 @@ class EpisodeRecorder:
                 success = bool(info["success"])
                 break
         name = f"ep-{attempt:07d}"
-        if not success and self.policy is None:
+        if not success and self.policy is None and len(actions) != self.config.max_frames:
             (self.staging / f"failed-{attempt:07d}").touch()
             return attempt, False, False, len(actions), info["task"]
         cams = {"front": np.stack(images), **({"wrist": np.stack(wrist)} if wrist else {})}
@@ -184,8 +187,10 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
         raise RobovlaError(f"unknown suite {config.suite!r}; valid: {', '.join(list_suites())}")
     embodiment = get_embodiment(config.embodiment)
     check_family(config.task)
-    if config.episodes < 1 or workers < 1 or config.instructions_per_scene < 1:
-        raise RobovlaError("--episodes, --workers and --instructions-per-scene must be >= 1")
+    if config.episodes < 1 or workers < 1 or config.instructions_per_scene < 1 or (
+        config.max_frames is not None and config.max_frames < 1
+    ):
+        raise RobovlaError("--episodes, --workers, --instructions-per-scene and --max-frames must be >= 1")
     if config.policy is not None:
         if not (Path(config.policy) / "config.json").is_file():
             raise RobovlaError(f"--policy {config.policy}: not a checkpoint folder (no config.json)")
@@ -244,6 +249,7 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
         "seed": config.seed,
         "expert_noise": config.noise,
         **({"instructions_per_scene": config.instructions_per_scene} if config.instructions_per_scene > 1 else {}),
+        **({"max_frames": config.max_frames} if config.max_frames else {}),
         **({"dagger_policy": config.policy, "policy_share": config.policy_share} if config.policy else {}),
         "image_size": config.image_size,
         "action_scale": {"pos_step_m": embodiment.pos_step, "rot_step_rad": embodiment.rot_step, "gripper": "absolute, 1 = open"},
