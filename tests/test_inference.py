@@ -188,7 +188,7 @@ def test_prefill_runs_the_last_layer_for_the_last_position_only(dtype):
         values = [torch.zeros(shape, dtype=dtype) for _ in lm.model.layers]
         cos, sin = lm.model.rotary_emb(embeds, positions)
         with torch.inference_mode():
-            hidden = decoder._prefill(embeds, cos, sin, keys, values, prefix_mask)
+            hidden, _ = decoder._prefill(embeds, cos, sin, keys, values, prefix_mask)
             ours = decoder._logits(hidden)
             full = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits[:, -1].float()
         assert hidden.shape == (batch, 1, lm.config.hidden_size)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "collect": "collect",
     "serve": "serve",
     "export": "export",
+    "fit-pointer": "fit_pointer",
 }
 
 

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim-grounding", action="store_true",
                         help="give a grounding model the simulator's true target and goal positions instead of "
                              "its own estimate (a diagnostic: how well it acts when it knows where things are)")
+    parser.add_argument("--no-pointer", action="store_true",
+                        help="a model with a grounding pointer (robovla fit-pointer) says its own grounding tokens "
+                             "instead of taking the pointer's estimate")
     parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model's inference path")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -51,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype)
     if args.sim_grounding and not model.config.uses_grounding:
         raise RobovlaError("--sim-grounding needs a model with grounding tokens (trained with --grounding)")
+    if args.no_pointer:
+        if model.grounding_pointer is None:
+            raise RobovlaError("--no-pointer: this model has no grounding pointer")
+        model.grounding_pointer = None  # the language model's own grounding tokens
     if args.selection:
         model.config.action_selection = args.selection
     if args.compile:

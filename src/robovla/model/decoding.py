@@ -10,6 +10,7 @@ the transformers path (the conformance tests hold both to the reference's logits
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,9 +81,10 @@ class StaticCacheDecoder:
         hidden = residual + layer.self_attn.o_proj(attended.transpose(1, 2).reshape(batch, length, -1))
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
-    def _prefill(self, inputs_embeds, cos, sin, keys, values, prefix_mask) -> torch.Tensor:
+    def _prefill(self, inputs_embeds, cos, sin, keys, values, prefix_mask,
+                 capture_layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The prefix through every layer, filling the first slots of the cache; returns the last position's
-        hidden state [B, 1, H].
+        hidden state [B, 1, H], and with `capture_layer` the whole prefix's hidden states entering that layer.
 
         The last layer's keys and values are needed at every position (the cache), but its attention output,
         output projection and MLP only at the last one, the position that predicts the first token
@@ -90,9 +92,12 @@ class StaticCacheDecoder:
         """
         length = inputs_embeds.shape[1]
         hidden = inputs_embeds
+        captured = None
         bias = self._prefix_bias(inputs_embeds, prefix_mask)  # once for all layers
         last = len(self.lm.model.layers) - 1
         for index, layer in enumerate(self.lm.model.layers):
+            if index == capture_layer:
+                captured = hidden
             q, k, v = self._project(layer, layer.input_layernorm(hidden), cos, sin)
             keys[index][:, :, :length] = k
             values[index][:, :, :length] = v
@@ -101,7 +106,7 @@ class StaticCacheDecoder:
                 prefix_mask = None if prefix_mask is None else prefix_mask[..., -1:, :]
                 bias = None if bias is None else bias[..., -1:, :]
             hidden = self._finish_layer(layer, hidden, self._prefix_attention(q, k, v, prefix_mask, bias))
-        return hidden
+        return hidden, captured
 
     @staticmethod
     def _prefix_bias(inputs: torch.Tensor, prefix_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -176,12 +181,15 @@ class StaticCacheDecoder:
         selection: str = "greedy",
         forced: torch.Tensor | None = None,
         greedy_steps: int = 0,
+        forced_from_prefix: tuple[int, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """Ids [B, num_tokens]; `token_range` (lo, hi) restricts the choice to ids lo..hi-1.
 
         `selection` says how each step picks its token (see `pick_tokens`), after the first `greedy_steps`, which
         take the argmax. `forced` [B, F <= num_tokens] holds
-        ids to emit instead of choosing (-1: choose): later tokens are conditioned on them."""
+        ids to emit instead of choosing (-1: choose): later tokens are conditioned on them.
+        `forced_from_prefix` (layer, fn): fn gets the prefix's hidden states entering that layer [B, L, H] and
+        returns forced ids [B, F] in the same form, used wherever `forced` leaves the choice open."""
         if selection not in SELECTIONS:
             raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
         if selection != "greedy" and token_range is None:
@@ -207,8 +215,12 @@ class StaticCacheDecoder:
             prefix_mask = causal[None, None] & attention_mask[:, None, None, :].bool()
         cos, sin = model.rotary_emb(inputs_embeds, position_ids)
         prefill_fn = self._compiled("prefill") if self.compile else self._prefill
+        capture_layer = None if forced_from_prefix is None else forced_from_prefix[0]
         with frozen_weights(self.compile):
-            hidden = prefill_fn(inputs_embeds, cos, sin, keys, values, prefix_mask)
+            hidden, captured = prefill_fn(inputs_embeds, cos, sin, keys, values, prefix_mask, capture_layer)
+        if forced_from_prefix is not None:
+            chosen = forced_from_prefix[1](captured).to(device)
+            forced = chosen if forced is None else torch.where(forced.to(device) >= 0, forced.to(device), chosen)
 
         generated = []
         position = position_ids[:, -1:] + 1

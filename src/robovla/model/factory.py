@@ -61,5 +61,7 @@ def parameter_counts(model: VLA) -> dict[str, int]:
         "projector": count(model.projector),
         "language_model": count(model.language_model),
     }
+    if model.grounding_pointer is not None:
+        counts["grounding_pointer"] = count(model.grounding_pointer)
     counts["total"] = sum(counts.values())
     return counts

@@ -8,7 +8,7 @@ attention mask hides it and position ids skip it, so every example sees exactly 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,8 @@ from torch import nn
 from robovla.config import VLAConfig
 from robovla.errors import RobovlaError
 from robovla.model.decoding import StaticCacheDecoder, frozen_weights
+from robovla.model.pointer import CONFIG_KEY as POINTER_KEY
+from robovla.model.pointer import GroundingPointer, PointerConfig, compact_text
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone
 from robovla.processing import IGNORE_INDEX, VLAProcessor
@@ -50,6 +52,17 @@ def _build_language_model(config: VLAConfig) -> nn.Module:
     return LlamaForCausalLM(config.text_config.to_llama_config())
 
 
+def _build_pointer(config: VLAConfig, num_patches: int) -> GroundingPointer | None:
+    settings = config.extra.get(POINTER_KEY)
+    if settings is None:
+        return None
+    pointer = PointerConfig.from_dict(settings)
+    layers = config.text_config.num_hidden_layers
+    if not 0 <= pointer.layer < layers:
+        raise RobovlaError(f"{POINTER_KEY}.layer must name one of the {layers} language-model layers, got {pointer.layer}")
+    return GroundingPointer(pointer, config.text_config.hidden_size, num_patches)
+
+
 class VLA(nn.Module):
     """OpenVLA-compatible model. State dict keys are exactly the reference checkpoint's."""
 
@@ -61,6 +74,7 @@ class VLA(nn.Module):
             self.vision_backbone.embed_dim, config.text_config.hidden_size, fused=config.use_fused_vision_backbone
         )
         self.language_model = _build_language_model(config)
+        self.grounding_pointer = _build_pointer(config, self.vision_backbone.num_patches)
         self.processor = processor
         self._compiled_inference = False
         self._compiled_vision = None
@@ -204,6 +218,7 @@ class VLA(nn.Module):
         selection: str = "greedy",
         forced: torch.Tensor | None = None,
         greedy_steps: int = 0,
+        pointer_grounding: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Decoding of `num_tokens` ids: one prefix pass, then one token per step on a static KV cache.
 
@@ -211,6 +226,8 @@ class VLA(nn.Module):
         `selection` is one of `SELECTIONS`; all but "greedy" choose among the action bins, so they restrict to them.
         The first `greedy_steps` tokens take the argmax whatever `selection` says (see `predict`).
         `forced` [B, F] gives ids to emit at the first F steps instead of choosing (-1: choose).
+        `pointer_grounding` turns the grounding pointer's positions [B, G] (metres) into forced ids for the steps
+        `forced` leaves open; the pointer reads the prefix pass's hidden states (`_pointer_positions`).
         """
         restrict_to_actions = restrict_to_actions or selection != "greedy"
         patches = self.embed_patches(pixel_values)
@@ -219,8 +236,28 @@ class VLA(nn.Module):
         token_range = (first_action, self.config.action_vocab_size) if restrict_to_actions else None
         if self._decoder is None or self._decoder.lm is not self.language_model:
             self._decoder = StaticCacheDecoder(self.language_model, compile=self._compiled_inference)
+        from_prefix = None
+        if pointer_grounding is not None:
+            if self.grounding_pointer is None:
+                raise RobovlaError("this model has no grounding pointer")
+            n_patches = patches.shape[1]
+            from_prefix = (self.grounding_pointer.config.layer,
+                           lambda hidden: pointer_grounding(self._pointer_positions(hidden, mask, n_patches)))
         return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits, selection,
-                                      forced, greedy_steps)
+                                      forced, greedy_steps, from_prefix)
+
+    def _pointer_positions(self, hidden: torch.Tensor, mask: torch.Tensor | None, n_patches: int) -> torch.Tensor:
+        """The grounding pointer's positions [B, G] (metres) from the prefix's hidden states [B, L, H] laid out
+        like `multimodal_inputs`: [BOS] + patches + prompt (BOS's padded slot masked)."""
+        pointer = self.grounding_pointer
+        assert pointer is not None
+        text = hidden[:, 1 + n_patches:]
+        if mask is None:
+            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+        else:
+            text_mask = mask[:, 1 + n_patches:].bool()
+        words, kept = compact_text(text, text_mask, pointer.config.max_text)
+        return pointer.positions(pointer(hidden[:, 1 : 1 + n_patches], words, kept))
 
     def compile_inference(self, enabled: bool = True) -> "VLA":
         """Run vision, prefill and each decode step through torch.compile (inductor, weights frozen into
@@ -274,6 +311,7 @@ class VLA(nn.Module):
         proprio: Sequence[Any] | None = None,
         selection: str | None = None,
         grounding: Any = None,
+        use_pointer: bool = True,
     ) -> ActionPrediction:
         """Batched `predict_action` with everything generated. `selection` None uses the checkpoint's
         `config.action_selection` ("greedy", the reference's, unless `robovla export --selection` set another).
@@ -283,6 +321,8 @@ class VLA(nn.Module):
         and the actions are conditioned on them (an object detector's output, or the policy's own earlier estimate).
         The model's own grounding tokens are always its argmax: when it hesitates between two objects, the median
         bin lies between them and names neither (measured: 56/100 vs 50/100 episodes, docs/training.md).
+        A model with a grounding pointer (`robovla fit-pointer`) takes its grounding tokens from the pointer
+        instead (where `grounding` leaves the choice open); `use_pointer=False` lets the language model say them.
         """
         processor = self._require_processor()
         image_list, instruction_list = _as_batch(images, instructions)
@@ -294,9 +334,17 @@ class VLA(nn.Module):
         forced = None
         if grounding is not None:
             forced = torch.as_tensor(processor.forced_grounding_ids(grounding, len(instruction_list), unnorm_key))
+        pointer_grounding = None
+        if use_pointer and self.grounding_pointer is not None and n_grounding:
+            batch = len(instruction_list)
+
+            def pointer_grounding(positions: torch.Tensor) -> torch.Tensor:
+                return torch.as_tensor(processor.forced_grounding_ids(positions.cpu().numpy(), batch, unnorm_key))
+
         generated = self.generate_action_tokens(
             pixel_values, prompts.input_ids, mask, n_grounding + chunk * normalizer.action_dim, restrict_to_actions,
             selection=selection or self.config.action_selection, forced=forced, greedy_steps=n_grounding,
+            pointer_grounding=pointer_grounding,
         ).cpu().numpy()
         chunk_ids = generated[:, n_grounding:].reshape(len(generated), chunk, normalizer.action_dim)
         normalized = processor.action_tokenizer.decode(chunk_ids)

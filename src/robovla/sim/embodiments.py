@@ -6,7 +6,10 @@ their datasets is a real cross-embodiment mixture: the same normalized action me
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from robovla.errors import RobovlaError
 
@@ -31,6 +34,25 @@ class Embodiment:
     def dataset_name(self) -> str:
         """Statistics key (`unnorm_key`) of data collected with this embodiment."""
         return f"tabletop_{self.name}"
+
+    def table_points(self, grid: int, height: float = 0.02) -> np.ndarray:
+        """[grid * grid, 2]: where the ray through each cell centre of a grid x grid split of the front camera's
+        (square) image meets the plane z = `height` (x, y in metres; cells row by row from the top left, the
+        order of ViT patches). A grounding pointer turns "this patch" into a table position with it."""
+        eye = np.asarray(self.camera_pos, dtype=np.float64)
+        forward = np.asarray(self.camera_target, dtype=np.float64) - eye
+        forward /= np.linalg.norm(forward)
+        right = np.cross(forward, [0.0, 0.0, 1.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(-forward, right)  # as in the scene's camera (`lookat_xyaxes`)
+        tan_half = math.tan(math.radians(self.camera_fovy) / 2)
+        centres = (np.arange(grid) + 0.5) / grid * 2 - 1  # -1 (left / top) .. 1 (right / bottom)
+        down, across = np.meshgrid(centres, centres, indexing="ij")
+        rays = forward + tan_half * (across[..., None] * right - down[..., None] * up)  # [grid, grid, 3]
+        if (rays[..., 2] >= 0).any():
+            raise RobovlaError(f"embodiment {self.name}: part of the camera's view never meets the table")
+        points = eye + ((height - eye[2]) / rays[..., 2])[..., None] * rays
+        return points[..., :2].reshape(grid * grid, 2)
 
 
 EMBODIMENTS: dict[str, Embodiment] = {

@@ -8,9 +8,11 @@ from __future__ import annotations
 from robovla._lazy import lazy_exports
 
 _EXPORTS = {
+    "PointerFitConfig": "robovla.train.pointer_config",
     "STRATEGIES": "robovla.train.config",
     "TrainConfig": "robovla.train.config",
     "TrainSummary": "robovla.train.loop",
+    "fit_pointer": "robovla.train.pointer",
     "Trainer": "robovla.train.loop",
     "train": "robovla.train.loop",
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +34,8 @@ from robovla.train.state import (
     write_training_state,
 )
 from robovla.train.strategies import apply_strategy, merged_state_dict
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +75,14 @@ RECIPE_OVERRIDES = (
 def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
     if config.checkpoint:
         model = robovla.load_pretrained(config.checkpoint, device=device)
+        if model.grounding_pointer is not None:
+            # the pointer reads the language model's hidden states, which training changes: it would be stale
+            from robovla.model.pointer import CONFIG_KEY
+
+            model.grounding_pointer = None
+            model.config.extra.pop(CONFIG_KEY)
+            logger.warning("%s: its grounding pointer is left out of training; refit one on the result "
+                           "(robovla fit-pointer)", config.checkpoint)
     else:
         model = robovla.build_model(config.preset, device=device, seed=config.seed)
     for option, extra_key, processor_attribute in RECIPE_OVERRIDES:

@@ -1,0 +1,27 @@
+"""`PointerFitConfig`: the settings of `robovla fit-pointer` (no torch import, so the CLI parser stays light)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class PointerFitConfig:
+    """Everything `robovla fit-pointer` reads; saved beside the fitted model as `pointer_fit.json`."""
+
+    checkpoint: str
+    datasets: list[str]
+    out: str
+    embodiment: str = "default"  # whose camera maps patches to the table
+    frame_stride: int = 3  # every k-th frame of each episode (first frames always), to spread the cache
+    max_frames: int | None = None  # cap on cached frames (about 170 kB each for a 256-patch, 256-wide model)
+    holdout_episodes: int = 100  # whole episodes kept out of training, for the reported accuracy
+    steps: int = 2500
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    width: int = 128
+    layer: int | None = None  # language-model layer whose input the pointer reads (default: the last one)
+    seed: int = 0
+    dtype: str = "bfloat16"  # of the saved model's weights
+    feature_batch: int = 32

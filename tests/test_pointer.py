@@ -1,0 +1,218 @@
+"""The grounding pointer: a head that picks the patch of each named object; its estimate fills the grounding tokens."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import robovla
+import robovla.model.vla  # noqa: F401  (torch's compiler stack must load before any EGL context)
+from robovla.cli import main
+from robovla.errors import RobovlaError
+from robovla.model.pointer import CONFIG_KEY, GroundingPointer, PointerConfig, compact_text
+from robovla.sim import get_embodiment
+from robovla.train.pointer import FeatureCache, PointerFitConfig, evaluate_pointer, train_pointer
+
+STATS = {
+    "tabletop_default": {
+        "action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0] * 6 + [1.0], "mask": [True] * 6 + [False]},
+        "proprio": {"q01": [-0.2] * 7, "q99": [0.2] * 7},
+        "grounding": {"q01": [-0.5, -0.5, -0.5, -0.5], "q99": [0.5, 0.5, 0.5, 0.5]},  # the camera sees all of it
+    }
+}
+STATE = np.zeros(7)
+
+
+def pointer_model(layer: int = 1) -> robovla.VLA:
+    config = robovla.preset("tiny")
+    config.extra.update(robovla_proprio=True, robovla_grounding=True)
+    config.extra[CONFIG_KEY] = PointerConfig(layer=layer, width=16, heads=2).to_dict()
+    model = robovla.build_model(config, norm_stats=STATS, seed=3)
+    grid = 16
+    model.grounding_pointer.patch_xy.copy_(torch.as_tensor(get_embodiment("default").table_points(grid)))
+    return model.eval()
+
+
+def picture(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+
+
+def test_table_points_reproject_to_their_cells_through_mujocos_camera():
+    """Each cell's table point, projected through the rendered scene's own camera, lands in that cell."""
+    pytest.importorskip("mujoco")
+    from robovla.sim import make_env
+
+    for name in ("default", "sideview"):
+        env = make_env("tabletop-train", embodiment=name, image_size=64)
+        env.reset(seed=0)
+        model, data = env._model, env._data
+        camera = model.camera("front")
+        position, rotation = data.cam_xpos[camera.id], data.cam_xmat[camera.id].reshape(3, 3)
+        focal = 32 / np.tan(np.radians(model.cam_fovy[camera.id]) / 2)
+        env.close()
+        grid, height = 8, 0.02
+        points = get_embodiment(name).table_points(grid, height)
+        for cell, (x, y) in enumerate(points):
+            local = rotation.T @ (np.array([x, y, height]) - position)  # camera looks along its -z
+            column = 32 + focal * local[0] / -local[2]
+            row = 32 - focal * local[1] / -local[2]
+            assert (int(row // 8), int(column // 8)) == divmod(cell, grid), (name, cell)
+
+
+def test_compact_text_moves_each_rows_tokens_to_the_front_in_order():
+    hidden = torch.arange(2 * 5, dtype=torch.float32).view(2, 5, 1)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    text, kept = compact_text(hidden, mask, max_text=6)
+    assert text[0, :3, 0].tolist() == [2, 3, 4] and text[1, :4, 0].tolist() == [6, 7, 8, 9]
+    assert kept.tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]]
+
+
+def test_positions_follow_the_likeliest_patch_and_the_loss_prefers_the_true_one():
+    pointer = GroundingPointer(PointerConfig(layer=0, roles=1, width=8, heads=2), hidden_size=8, num_patches=16)
+    pointer.patch_xy.copy_(torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij"), -1)
+                           .view(16, 2).flip(-1) * 0.1)  # cell (row, col) at x = 0.1 col, y = 0.1 row
+    logits = torch.full((1, 1, 16), -30.0)
+    logits[0, 0, 6] = 10.0  # row 1, col 2
+    assert torch.allclose(pointer.positions(logits), torch.tensor([[0.2, 0.1]]), atol=1e-4)
+    logits[0, 0, 7] = 10.0  # two equal neighbours: halfway between them
+    assert torch.allclose(pointer.positions(logits), torch.tensor([[0.25, 0.1]]), atol=1e-4)
+    truth = torch.tensor([[0.2, 0.1]])
+    right, wrong = torch.full((1, 1, 16), 0.0), torch.full((1, 1, 16), 0.0)
+    right[0, 0, 6], wrong[0, 0, 9] = 5.0, 5.0
+    assert pointer.loss(right, truth) < pointer.loss(wrong, truth)
+
+
+def synthetic_scenes(count: int, seed: int, grid: int = 4, width: int = 16):
+    """Three coloured objects on a grid and an instruction naming two of them by colour: only the words say
+    which (the colour's word vector differs from its look), so a pointer that scores well has learned the binding."""
+    rng = np.random.default_rng(seed)
+    looks, words = torch.randn(4, width, generator=torch.Generator().manual_seed(0)), \
+        torch.randn(6, width, generator=torch.Generator().manual_seed(1))  # 4 colour words + "the" + "to"
+    xy = torch.stack(torch.meshgrid(torch.arange(grid * 1.0), torch.arange(grid * 1.0), indexing="ij"), -1)
+    xy = xy.view(-1, 2).flip(-1) * 0.1
+    patches = torch.randn(count, grid * grid, width) * 0.3
+    text = torch.zeros(count, 8, width)
+    labels = torch.zeros(count, 4)
+    for k in range(count):
+        cells = rng.choice(grid * grid, 3, replace=False)
+        colours = rng.choice(4, 3, replace=False)
+        for cell, colour in zip(cells, colours):
+            patches[k, cell] += looks[colour]
+        target, goal = rng.choice(3, 2, replace=False)
+        text[k, :5] = torch.stack([words[4], words[colours[target]], words[5], words[4], words[colours[goal]]])
+        labels[k] = torch.cat([xy[cells[target]], xy[cells[goal]]])
+    mask = torch.zeros(count, 8, dtype=torch.bool)
+    mask[:, :5] = True
+    cache = FeatureCache(patches.half(), text.half(), mask, labels, np.arange(count), np.zeros(count, dtype=int))
+    return cache, xy
+
+
+def test_pointer_learns_which_object_the_words_name():
+    torch.manual_seed(0)
+    cache, xy = synthetic_scenes(1200, seed=0)
+    pointer = GroundingPointer(PointerConfig(layer=0, width=32, heads=2, max_text=8, target_sigma=0.03), 16, 16)
+    pointer.patch_xy.copy_(xy)
+    config = PointerFitConfig(checkpoint="", datasets=[], out="", steps=600, batch_size=64, lr=3e-3)
+    rows = np.arange(1000)
+    before = evaluate_pointer(pointer, cache, np.arange(1000, 1200))
+    history = train_pointer(pointer, cache, rows, np.arange(1000, 1200), config, progress=False)
+    after = evaluate_pointer(pointer, cache, np.arange(1000, 1200))
+    assert (before <= 0.05).mean() < 0.5
+    assert (after <= 0.05).mean(0).min() >= 0.9, after.mean(0)  # scenes it never trained on
+    assert history[-1]["step"] == 600 and len(history[-1]["holdout_within"]) == 2
+
+
+def test_predict_emits_the_pointers_estimate_as_grounding_tokens():
+    model = pointer_model()
+    images = [picture(1), picture(2)]
+    instructions = ["push the red cube to the blue square", "stack the green cube on the red cube"]
+    proprio = [STATE, STATE]
+    pointed = model.predict(images, instructions, "tabletop_default", proprio=proprio)
+    # the same estimate, computed from the full transformers forward pass, given as grounding
+    processor = model.processor
+    prompts = processor.encode_prompts(instructions, proprio, "tabletop_default")
+    patches = model.embed_patches(processor.pixel_values(images))
+    inputs, mask, positions = model.multimodal_inputs(patches, prompts.input_ids, prompts.attention_mask)
+    with torch.no_grad():
+        hidden = model.language_model.model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
+                                            output_hidden_states=True).hidden_states[1]
+        estimate = model._pointer_positions(hidden, mask, patches.shape[1]).numpy()
+    told = model.predict(images, instructions, "tabletop_default", proprio=proprio, grounding=estimate)
+    assert np.allclose(pointed.grounding, told.grounding) and np.array_equal(pointed.token_ids, told.token_ids)
+    assert np.allclose(pointed.grounding, estimate, atol=1.0 / 255)  # one bin of [-0.5, 0.5]
+    # given values win over the pointer; NaN entries are the pointer's
+    partial = estimate.copy()
+    partial[:, :2] = [[0.1, -0.1], [-0.2, 0.2]]
+    partial[:, 2:] = np.nan
+    mixed = model.predict(images, instructions, "tabletop_default", proprio=proprio, grounding=partial)
+    assert np.allclose(mixed.grounding[:, :2], partial[:, :2], atol=0.003)
+    assert np.allclose(mixed.grounding[:, 2:], pointed.grounding[:, 2:])
+    # the language model's own grounding tokens when asked
+    own = model.predict(images, instructions, "tabletop_default", proprio=proprio, use_pointer=False)
+    generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11).numpy()
+    assert np.allclose(own.grounding, processor.decode_grounding(generated[:, :4], "tabletop_default"))
+
+
+def test_a_pointer_checkpoint_round_trips_and_compiled_inference_keeps_it(tmp_path):
+    model = pointer_model()
+    images, instructions = [picture(3)], ["push the red cube to the blue square"]
+    expected = model.predict(images, instructions, "tabletop_default", proprio=[STATE])
+    robovla.save_pretrained(model, tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert config[CONFIG_KEY]["layer"] == 1
+    loaded = robovla.load_pretrained(tmp_path / "ckpt")
+    assert isinstance(loaded.grounding_pointer, GroundingPointer)
+    again = loaded.predict(images, instructions, "tabletop_default", proprio=[STATE])
+    assert np.allclose(again.grounding, expected.grounding) and np.array_equal(again.token_ids, expected.token_ids)
+    compiled = loaded.compile_inference().predict(images, instructions, "tabletop_default", proprio=[STATE])
+    assert np.allclose(compiled.grounding, expected.grounding)
+
+
+def test_a_bad_pointer_layer_is_refused():
+    config = robovla.preset("tiny")
+    config.extra.update(robovla_grounding=True)
+    config.extra[CONFIG_KEY] = {"layer": 7}
+    with pytest.raises(RobovlaError, match="layer must name one of the 2"):
+        robovla.build_model(config, norm_stats=STATS)
+    config.extra[CONFIG_KEY] = {"layer": 0, "colour": 1}
+    with pytest.raises(RobovlaError, match="unknown keys"):
+        robovla.build_model(config, norm_stats=STATS)
+
+
+def test_fit_pointer_command_writes_a_policy_with_its_pointer(tmp_path, capsys):
+    pytest.importorskip("mujoco")
+    data = tmp_path / "demos"
+    assert main(["collect", "--episodes", "4", "--max-frames", "3", "--out", str(data), "--workers", "1",
+                 "--image-size", "32", "--quiet"]) == 0
+    config = robovla.preset("tiny")
+    config.extra.update(robovla_proprio=True, robovla_grounding=True)
+    robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
+    out = tmp_path / "with-pointer"
+    args = ["fit-pointer", "--checkpoint", str(tmp_path / "policy"), "--datasets", str(data), "--out", str(out),
+            "--steps", "4", "--holdout-episodes", "1", "--frame-stride", "2", "--width", "16", "--quiet"]
+    assert main(args) == 0
+    assert "held-out estimates within 5 cm" in capsys.readouterr().out
+    fitted = robovla.load_pretrained(out)
+    assert fitted.grounding_pointer is not None and fitted.grounding_pointer.config.layer == 1  # the last layer
+    assert fitted.grounding_pointer.patch_xy.abs().sum() > 0  # the camera's table points came along
+    report = json.loads((out / "pointer_fit.json").read_text())["report"]
+    assert report["frames"] == 8 and report["holdout_frames"] == 2  # frames 0 and 2 of 4 episodes, one held out
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err  # nothing overwritten
+    plain = robovla.preset("tiny")
+    robovla.save_pretrained(robovla.build_model(plain, norm_stats=STATS), tmp_path / "plain")
+    args[2], args[6] = str(tmp_path / "plain"), str(tmp_path / "other")
+    assert main(args) == 2 and "no grounding tokens" in capsys.readouterr().err
+
+
+def test_training_from_a_pointer_checkpoint_leaves_the_stale_pointer_out(tmp_path):
+    from robovla.train.config import TrainConfig
+    from robovla.train.loop import build_base_model
+
+    robovla.save_pretrained(pointer_model(), tmp_path / "ckpt")
+    model = build_base_model(TrainConfig(checkpoint=str(tmp_path / "ckpt")), torch.device("cpu"))
+    assert model.grounding_pointer is None and CONFIG_KEY not in model.config.extra
+    assert robovla.parameter_counts(model).keys() == {"vision_backbone.featurizer", "vision_backbone.fused_featurizer",
+                                                      "projector", "language_model", "total"}
