@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench policy policy-gpu clean
+.PHONY: install demo test test-slow bench policy policy-gpu policy-pointer clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_sim.py
 	$(PY) benchmarks/quant_agreement.py
 	$(PY) benchmarks/grounding_generalization.py
+	$(PY) benchmarks/grounding_generalization.py --no-pointer --out benchmarks/results/grounding_no_pointer.json
 
 policy: $(STAMP)
 	# the shipped tabletop-cpu policy from nothing (~4.5 h on 2 cores); re-run to resume after a kill
@@ -40,6 +41,10 @@ policy: $(STAMP)
 policy-gpu: $(STAMP)
 	# the shipped tabletop-fine policy from nothing on one CUDA GPU (~20 min on an H100 with 16 cores)
 	ROBOVLA=$(VENV)/bin/robovla bash scripts/train_tabletop_fine.sh
+
+policy-pointer: $(STAMP)
+	# the shipped policy's grounding pointer on the CPU (~32 min on 2 cores), on policy-gpu's output or the shipped weights
+	ROBOVLA=$(VENV)/bin/robovla bash scripts/fit_tabletop_pointer.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -7,7 +7,10 @@ Seeds the policy was trained on against a seed it never saw measures how much of
 It then renames the target's colour in the instruction (red -> green -> blue -> yellow -> red) where another
 object of the target's shape has the new colour: a policy that reads the words moves its estimate to that object.
 
-    python benchmarks/grounding_generalization.py [--checkpoint DIR] [--seeds 21,22,77] [--scenes 200]
+    python benchmarks/grounding_generalization.py [--checkpoint DIR] [--seeds 21,22,77] [--scenes 200] [--no-pointer]
+
+A policy with a grounding pointer (robovla fit-pointer) is measured with it; `--no-pointer` measures the language
+model's own grounding tokens instead.
 """
 
 from __future__ import annotations
@@ -89,8 +92,9 @@ def report(seed: int, frames: list[dict], target: np.ndarray, goal: np.ndarray, 
 
 def markdown(result: dict) -> str:
     families = sorted({f for row in result["rows"] for f in row["per_family"]})
+    source = "its grounding pointer" if result.get("pointer") else "its own grounding tokens"
     lines = [f"Grounding estimates more than {WRONG * 100:.0f} cm off on the first frame "
-             f"(`{result['checkpoint']}`, {result['rows'][0]['scenes']} scenes a seed; target / goal):", "",
+             f"(`{result['checkpoint']}`, {source}, {result['rows'][0]['scenes']} scenes a seed; target / goal):", "",
              "| scenes from | trained on them | either wrong | " + " | ".join(families) + " | target colour renamed: follows |",
              "|---|---|---:|" + "---:|" * len(families) + "---:|"]
     for row in result["rows"]:
@@ -110,9 +114,12 @@ def main() -> None:
     parser.add_argument("--training-seeds", default="21", help="which of them the policy was trained on (the shipped one: 21)")
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--out", default="benchmarks/results/grounding.json")
+    parser.add_argument("--no-pointer", action="store_true", help="the language model's own grounding tokens")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = robovla.load_pretrained(args.checkpoint)
+    if args.no_pointer:
+        model.grounding_pointer = None
     if not model.processor.grounding_dim(None):
         raise SystemExit(f"{args.checkpoint} has no grounding tokens (trained without --grounding)")
     size = model.processor.image_config.image_sizes[0]
@@ -120,8 +127,8 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         frames = first_frames(seed, args.scenes, size)
         rows.append(report(seed, frames, *grounding_errors(model, frames), follows_renamed_target(model, frames)))
-    result = {"checkpoint": args.checkpoint, "training_seeds": [int(s) for s in args.training_seeds.split(",") if s],
-              "rows": rows}
+    result = {"checkpoint": args.checkpoint, "pointer": model.grounding_pointer is not None,
+              "training_seeds": [int(s) for s in args.training_seeds.split(",") if s], "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -69,6 +69,10 @@ def test_grounding_generalization_rebuilds_collected_scenes_and_reports_per_fami
         assert row["renamed_scenes"] <= 4 and (row["follows_renamed_target"] is None or 0 <= row["follows_renamed_target"] <= 1)
     table = out.with_suffix(".md").read_text()
     assert "| `collect --seed 21` | yes |" in table and "| `collect --seed 77` | no |" in table
+    assert result["pointer"] and "its grounding pointer" in table  # the shipped policy has one
+    monkeypatch.setattr(sys, "argv", sys.argv + ["--no-pointer"])
+    bench.main()
+    assert not json.loads(out.read_text())["pointer"] and "its own grounding tokens" in out.with_suffix(".md").read_text()
 
     # the frame the benchmark rebuilds for a seed is the one `collect --seed` recorded (attempt 0 succeeds here)
     data = LeRobotDataset(collect(CollectConfig(episodes=1, image_size=32, seed=21), tmp_path / "ds", workers=1,

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         run_policy_in_sim(None, args.episodes, args.seed, Path(args.out))
         return
     policy = robovla.load_pretrained(path)
-    print(f"robovla demo: {path.name} policy, {robovla.parameter_counts(policy)['total']:,} parameters, "
+    pointer = " and its grounding pointer" if policy.grounding_pointer is not None else ""
+    print(f"robovla demo: {path.name} policy{pointer}, {robovla.parameter_counts(policy)['total']:,} parameters, "
           f"trained from scratch in the simulator (see the README); {args.episodes} seeded tabletop-train episodes")
     run_policy_in_sim(policy, args.episodes, args.seed, Path(args.out))
 
