@@ -64,7 +64,8 @@ def _build_pointer(config: VLAConfig, num_patches: int) -> GroundingPointer | No
 
 
 class VLA(nn.Module):
-    """OpenVLA-compatible model. State dict keys are exactly the reference checkpoint's."""
+    """OpenVLA-compatible model. State dict keys are exactly the reference checkpoint's (plus `grounding_pointer.*`
+    for a model fit with a grounding pointer)."""
 
     def __init__(self, config: VLAConfig, processor: VLAProcessor | None = None) -> None:
         super().__init__()
