@@ -16,20 +16,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", nargs="+", required=True,
                         help="dataset folders that record grounding labels (robovla collect)")
     parser.add_argument("--out", required=True, help="new checkpoint folder: the policy plus its pointer")
-    parser.add_argument("--embodiment", default=defaults.embodiment, help="whose camera maps patches to the table")
+    parser.add_argument("--embodiment", default=defaults.embodiment, help="whose camera maps patches to the table (default: %(default)s)")
     parser.add_argument("--frame-stride", type=int, default=defaults.frame_stride,
-                        help="cache every k-th frame of each episode (first frames always)")
+                        help="cache every k-th frame of each episode, first frames always (default: %(default)s)")
     parser.add_argument("--max-frames", type=int, default=None, help="cap on cached frames (memory)")
     parser.add_argument("--holdout-episodes", type=int, default=defaults.holdout_episodes,
-                        help="episodes kept out of training to report the pointer's accuracy")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--width", type=int, default=defaults.width, help="the pointer's own width")
+                        help="episodes kept out of training to report the pointer's accuracy (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="training steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s")
+    parser.add_argument("--lr", type=float, default=defaults.lr,
+                        help="peak learning rate, after a 5%% warm-up, then cosine decay (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=defaults.width, help="the pointer's own width (default: %(default)s)")
     parser.add_argument("--layer", type=int, default=None,
                         help="language-model layer whose input the pointer reads (default: the last layer)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--dtype", default=defaults.dtype, help="weights dtype of the saved checkpoint")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    parser.add_argument("--dtype", default=defaults.dtype, help="weights dtype of the saved checkpoint (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -13,10 +13,10 @@ class PointerFitConfig:
     datasets: list[str]
     out: str
     embodiment: str = "default"  # whose camera maps patches to the table
-    frame_stride: int = 3  # every k-th frame of each episode (first frames always), to spread the cache
+    frame_stride: int = 4  # every k-th frame of each episode (first frames always), to spread the cache
     max_frames: int | None = None  # cap on cached frames (about 170 kB each for a 256-patch, 256-wide model)
     holdout_episodes: int = 100  # whole episodes kept out of training, for the reported accuracy
-    steps: int = 2500
+    steps: int = 4000
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.01
