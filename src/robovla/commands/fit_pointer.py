@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     )
     _, report = fit_pointer(config, progress=not args.quiet)
     within = ", ".join(f"{share:.1%}" for share in report.holdout_within)
-    first = ", ".join(f"{share:.1%}" for share in report.holdout_first_frame_within)
+    first = ", ".join(f"{share:.1%}" for share in report.holdout_first_frame_within) or "none held out"
     print(f"fitted a pointer on {report.train_frames} frames ({report.feature_seconds:.0f} s of features, "
           f"{report.train_seconds:.0f} s of training); held-out estimates within 5 cm (target, goal): {within} "
           f"(first frames: {first}) -> {config.out}")

@@ -63,6 +63,19 @@ def compact_text(hidden: torch.Tensor, mask: torch.Tensor, max_text: int) -> tup
     return text, kept
 
 
+def prefix_parts(hidden: torch.Tensor, mask: torch.Tensor | None, n_patches: int,
+                 max_text: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prefix hidden states [B, L, H] laid out like `VLA.multimodal_inputs` ([BOS] + patches + prompt; `mask` the
+    full prefix mask or None) -> (patch states [B, N, H], compacted prompt states [B, T, H], their mask [B, T])."""
+    text = hidden[:, 1 + n_patches :]
+    if mask is None:
+        text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+    else:
+        text_mask = mask[:, 1 + n_patches :].bool()  # BOS's padded slot is already masked there
+    words, kept = compact_text(text, text_mask, max_text)
+    return hidden[:, 1 : 1 + n_patches], words, kept
+
+
 class GroundingPointer(nn.Module):
     """Logits over patches for each role, from the prompt's and the patches' hidden states."""
 

@@ -19,7 +19,7 @@ from robovla.config import VLAConfig
 from robovla.errors import RobovlaError
 from robovla.model.decoding import StaticCacheDecoder, frozen_weights
 from robovla.model.pointer import CONFIG_KEY as POINTER_KEY
-from robovla.model.pointer import GroundingPointer, PointerConfig, compact_text
+from robovla.model.pointer import GroundingPointer, PointerConfig, prefix_parts
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone
 from robovla.processing import IGNORE_INDEX, VLAProcessor
@@ -252,13 +252,7 @@ class VLA(nn.Module):
         like `multimodal_inputs`: [BOS] + patches + prompt (BOS's padded slot masked)."""
         pointer = self.grounding_pointer
         assert pointer is not None
-        text = hidden[:, 1 + n_patches:]
-        if mask is None:
-            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
-        else:
-            text_mask = mask[:, 1 + n_patches:].bool()
-        words, kept = compact_text(text, text_mask, pointer.config.max_text)
-        return pointer.positions(pointer(hidden[:, 1 : 1 + n_patches], words, kept))
+        return pointer.positions(pointer(*prefix_parts(hidden, mask, n_patches, pointer.config.max_text)))
 
     def compile_inference(self, enabled: bool = True) -> "VLA":
         """Run vision, prefill and each decode step through torch.compile (inductor, weights frozen into

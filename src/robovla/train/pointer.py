@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from robovla.errors import RobovlaError
-from robovla.model.pointer import CONFIG_KEY, GroundingPointer, PointerConfig, compact_text
+from robovla.model.pointer import CONFIG_KEY, GroundingPointer, PointerConfig, prefix_parts
 from robovla.train.pointer_config import PointerFitConfig
 
 WITHIN = 0.05  # metres: an estimate further than this from the truth names another object
@@ -92,12 +92,9 @@ def cache_features(model, datasets: list, frames: list[tuple[int, int]], unnorm_
         inputs, full_mask, position_ids = model.multimodal_inputs(embedded, prompts.input_ids, mask)
         hidden = model.language_model.model(inputs_embeds=inputs, attention_mask=full_mask, position_ids=position_ids,
                                             output_hidden_states=True).hidden_states[layer]
-        n = embedded.shape[1]
-        text_mask = torch.ones(hidden.shape[0], hidden.shape[1] - 1 - n, dtype=torch.bool) if full_mask is None \
-            else full_mask[:, 1 + n :].bool()
-        words, kept = compact_text(hidden[:, 1 + n :], text_mask, max_text)
+        patch_states, words, kept = prefix_parts(hidden, full_mask, embedded.shape[1], max_text)
         rows = slice(start, start + len(items))
-        cache.patches[rows] = hidden[:, 1 : 1 + n].half()
+        cache.patches[rows] = patch_states.half()
         cache.text[rows] = words.half()
         cache.text_mask[rows] = kept
         labels.append(np.stack([it["grounding"] for it in items]))
