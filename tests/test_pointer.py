@@ -216,3 +216,13 @@ def test_training_from_a_pointer_checkpoint_leaves_the_stale_pointer_out(tmp_pat
     assert model.grounding_pointer is None and CONFIG_KEY not in model.config.extra
     assert robovla.parameter_counts(model).keys() == {"vision_backbone.featurizer", "vision_backbone.fused_featurizer",
                                                       "projector", "language_model", "total"}
+
+
+def test_server_metadata_says_where_the_grounding_comes_from():
+    from robovla.serve.config import ServerConfig
+    from robovla.serve.service import build_metadata
+
+    model = pointer_model()
+    assert build_metadata(model, ServerConfig(), "m")["grounding"] == "pointer"
+    model.grounding_pointer = None
+    assert build_metadata(model, ServerConfig(), "m")["grounding"] == "tokens"

@@ -108,6 +108,7 @@ def test_health_metadata_and_metrics(server):
     meta = httpx.get(server.url + "/metadata").json()
     assert meta["model"] == "tiny-openvla" and meta["action_dim"] == 7 and meta["image_size"] == [224, 224]
     assert meta["unnorm_keys"] == list(KEYS) and meta["unnorm_key_required"] is True
+    assert meta["grounding"] is None  # the reference layout: actions only
     text = httpx.get(server.url + "/metrics").text
     assert "# TYPE robovla_requests_total counter" in text and 'robovla_batch_size_bucket{le="+Inf"}' in text
 

@@ -70,6 +70,9 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         "observation_keys": {"image": list(IMAGE_KEYS), "instruction": list(INSTRUCTION_KEYS),
                              "unnorm_key": [UNNORM_KEY]},
         "action_horizon": vla.config.action_chunk,  # the websocket replies with this many actions
+        # whether the model first says where the named objects are, and how: its pointer or its own tokens
+        "grounding": None if not vla.config.uses_grounding else
+                     "pointer" if vla.grounding_pointer is not None else "tokens",
         "max_batch_size": config.max_batch_size,
         "max_batch_request": config.max_batch_request,
         "auth_required": config.api_key is not None,
