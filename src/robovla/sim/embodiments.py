@@ -14,6 +14,17 @@ import numpy as np
 from robovla.errors import RobovlaError
 
 
+def camera_axes(pos: tuple[float, float, float],
+                target: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(right, up, forward) unit vectors of a camera at `pos` looking at `target` with world z up: the scene's
+    camera (`scene.lookat_xyaxes`) and the table geometry (`Embodiment.table_points`) share them."""
+    forward = np.asarray(target, float) - np.asarray(pos, float)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    return right, np.cross(-forward, right), forward
+
+
 @dataclass(frozen=True)
 class Embodiment:
     """Everything that changes between robots; the tasks and scenes do not."""
@@ -40,11 +51,7 @@ class Embodiment:
         (square) image meets the plane z = `height` (x, y in metres; cells row by row from the top left, the
         order of ViT patches). A grounding pointer turns "this patch" into a table position with it."""
         eye = np.asarray(self.camera_pos, dtype=np.float64)
-        forward = np.asarray(self.camera_target, dtype=np.float64) - eye
-        forward /= np.linalg.norm(forward)
-        right = np.cross(forward, [0.0, 0.0, 1.0])
-        right /= np.linalg.norm(right)
-        up = np.cross(-forward, right)  # as in the scene's camera (`lookat_xyaxes`)
+        right, up, forward = camera_axes(self.camera_pos, self.camera_target)
         tan_half = math.tan(math.radians(self.camera_fovy) / 2)
         centres = (np.arange(grid) + 0.5) / grid * 2 - 1  # -1 (left / top) .. 1 (right / bottom)
         down, across = np.meshgrid(centres, centres, indexing="ij")

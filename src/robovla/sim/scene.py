@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from robovla.sim import variations as V
-from robovla.sim.embodiments import Embodiment
+from robovla.sim.embodiments import Embodiment, camera_axes
 from robovla.sim.tasks import FIXTURE_RADIUS, FIXTURE_TOP, EpisodeSpec, FixtureSpec, ObjectSpec
 
 TIMESTEP = 0.004
@@ -22,11 +20,7 @@ FINGER_KP = 300.0
 
 def lookat_xyaxes(pos: tuple[float, float, float], target: tuple[float, float, float]) -> str:
     """MJCF `xyaxes` of a camera at `pos` looking at `target` with world z up."""
-    forward = np.asarray(target, float) - np.asarray(pos, float)
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(-forward, right)
+    right, up, _ = camera_axes(pos, target)
     return " ".join(f"{v:.5f}" for v in (*right, *up))
 
 
