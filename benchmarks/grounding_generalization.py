@@ -119,7 +119,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = robovla.load_pretrained(args.checkpoint)
     if args.no_pointer:
-        model.grounding_pointer = None
+        model.set_grounding_pointer(None)
     if not model.processor.grounding_dim(None):
         raise SystemExit(f"{args.checkpoint} has no grounding tokens (trained without --grounding)")
     size = model.processor.image_config.image_sizes[0]

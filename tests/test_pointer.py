@@ -224,5 +224,8 @@ def test_server_metadata_says_where_the_grounding_comes_from():
 
     model = pointer_model()
     assert build_metadata(model, ServerConfig(), "m")["grounding"] == "pointer"
-    model.grounding_pointer = None
-    assert build_metadata(model, ServerConfig(), "m")["grounding"] == "tokens"
+    pointer = model.grounding_pointer
+    model.set_grounding_pointer(None)  # config.json's key follows the module
+    assert build_metadata(model, ServerConfig(), "m")["grounding"] == "tokens" and CONFIG_KEY not in model.config.extra
+    model.set_grounding_pointer(pointer)
+    assert model.config.extra[CONFIG_KEY]["layer"] == 1

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_pointer:
         if model.grounding_pointer is None:
             raise RobovlaError("--no-pointer: this model has no grounding pointer")
-        model.grounding_pointer = None  # the language model's own grounding tokens
+        model.set_grounding_pointer(None)  # the language model's own grounding tokens
     if args.selection:
         model.config.action_selection = args.selection
     if args.compile:

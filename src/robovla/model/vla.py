@@ -247,6 +247,15 @@ class VLA(nn.Module):
         return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits, selection,
                                       forced, greedy_steps, from_prefix)
 
+    def set_grounding_pointer(self, pointer: GroundingPointer | None) -> None:
+        """Attach a fitted grounding pointer, or drop it (None: the language model says its own grounding tokens);
+        `config.json`'s `robovla_grounding_pointer` follows, so a saved checkpoint matches its weights."""
+        self.grounding_pointer = pointer
+        if pointer is None:
+            self.config.extra.pop(POINTER_KEY, None)
+        else:
+            self.config.extra[POINTER_KEY] = pointer.config.to_dict()
+
     def _pointer_positions(self, hidden: torch.Tensor, mask: torch.Tensor | None, n_patches: int) -> torch.Tensor:
         """The grounding pointer's positions [B, G] (metres) from the prefix's hidden states [B, L, H] laid out
         like `multimodal_inputs`: [BOS] + patches + prompt (BOS's padded slot masked)."""

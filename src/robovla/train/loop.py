@@ -77,10 +77,7 @@ def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
         model = robovla.load_pretrained(config.checkpoint, device=device)
         if model.grounding_pointer is not None:
             # the pointer reads the language model's hidden states, which training changes: it would be stale
-            from robovla.model.pointer import CONFIG_KEY
-
-            model.grounding_pointer = None
-            model.config.extra.pop(CONFIG_KEY)
+            model.set_grounding_pointer(None)
             logger.warning("%s: its grounding pointer is left out of training; refit one on the result "
                            "(robovla fit-pointer)", config.checkpoint)
     else:

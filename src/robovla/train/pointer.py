@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from robovla.errors import RobovlaError
-from robovla.model.pointer import CONFIG_KEY, GroundingPointer, PointerConfig, prefix_parts
+from robovla.model.pointer import GroundingPointer, PointerConfig, prefix_parts
 from robovla.train.pointer_config import PointerFitConfig
 
 WITHIN = 0.05  # metres: an estimate further than this from the truth names another object
@@ -227,8 +227,7 @@ def fit_pointer(config: PointerFitConfig, progress: bool = True):
         holdout_median_error=[round(float(v), 4) for v in np.median(errors, 0)] if len(errors) else [],
         history=history,
     )
-    model.grounding_pointer = pointer
-    model.config.extra[CONFIG_KEY] = settings.to_dict()
+    model.set_grounding_pointer(pointer)
     extras = {"pointer_fit.json": {"config": asdict(config), "report": asdict(report)}}
     provenance = Path(config.checkpoint) / "training_config.json"
     if provenance.exists():  # how the policy itself was trained
