@@ -229,3 +229,15 @@ def test_server_metadata_says_where_the_grounding_comes_from():
     assert build_metadata(model, ServerConfig(), "m")["grounding"] == "tokens" and CONFIG_KEY not in model.config.extra
     model.set_grounding_pointer(pointer)
     assert model.config.extra[CONFIG_KEY]["layer"] == 1
+
+
+def test_fit_pointer_refuses_a_layer_the_policy_does_not_have(tmp_path):
+    config = robovla.preset("tiny")
+    config.extra.update(robovla_proprio=True, robovla_grounding=True)
+    robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
+    from robovla.train.pointer import fit_pointer
+
+    bad = PointerFitConfig(checkpoint=str(tmp_path / "policy"), datasets=[], out=str(tmp_path / "out"), layer=2)
+    with pytest.raises(RobovlaError, match="layer must name one of the 2"):
+        fit_pointer(bad, progress=False)
+    assert not (tmp_path / "out").exists()

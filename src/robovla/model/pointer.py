@@ -49,6 +49,11 @@ class PointerConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check_layer(self, num_layers: int) -> None:
+        if not 0 <= self.layer < num_layers:
+            raise RobovlaError(f"{CONFIG_KEY}.layer must name one of the {num_layers} language-model layers, "
+                               f"got {self.layer}")
+
 
 def compact_text(hidden: torch.Tensor, mask: torch.Tensor, max_text: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The real (unmasked) prompt positions of each row, moved to the front in order: ([B, T, H], [B, T] bool).

@@ -57,9 +57,7 @@ def _build_pointer(config: VLAConfig, num_patches: int) -> GroundingPointer | No
     if settings is None:
         return None
     pointer = PointerConfig.from_dict(settings)
-    layers = config.text_config.num_hidden_layers
-    if not 0 <= pointer.layer < layers:
-        raise RobovlaError(f"{POINTER_KEY}.layer must name one of the {layers} language-model layers, got {pointer.layer}")
+    pointer.check_layer(config.text_config.num_hidden_layers)
     return GroundingPointer(pointer, config.text_config.hidden_size, num_patches)
 
 

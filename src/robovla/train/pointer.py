@@ -190,12 +190,8 @@ def fit_pointer(config: PointerFitConfig, progress: bool = True):
             raise RobovlaError(f"{path} has {data.grounding.shape[1]} grounding values, the model {n_grounding}")
     layers = model.config.text_config.num_hidden_layers
     layer = layers - 1 if config.layer is None else config.layer
-    if not 0 <= layer < layers:
-        raise RobovlaError(f"--layer must be 0..{layers - 1}, got {layer}")
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-
     settings = PointerConfig(layer=layer, roles=n_grounding // 2, width=config.width)
+    settings.check_layer(layers)  # before the feature pass, not when the result is loaded
     grid = math.isqrt(model.vision_backbone.num_patches)
     pointer = GroundingPointer(settings, model.config.text_config.hidden_size, grid * grid)
     pointer.patch_xy.copy_(torch.as_tensor(embodiment.table_points(grid), dtype=torch.float32))
