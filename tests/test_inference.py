@@ -146,6 +146,43 @@ def test_compiled_inference_matches_eager():
     np.testing.assert_array_equal(single, eager.token_ids[1])
 
 
+def test_compile_settings_apply_only_inside_their_scope():
+    import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
+
+    from robovla.model.decoding import RECOMPILE_LIMIT, compile_settings
+
+    before = (inductor_config.freezing, inductor_config.cpp.enable_concat_linear, dynamo_config.recompile_limit)
+    with compile_settings():
+        assert inductor_config.freezing and inductor_config.cpp.enable_concat_linear
+        assert dynamo_config.recompile_limit == RECOMPILE_LIMIT > 8
+    with compile_settings(enabled=False):
+        assert not inductor_config.freezing
+    assert (inductor_config.freezing, inductor_config.cpp.enable_concat_linear,
+            dynamo_config.recompile_limit) == before
+
+
+def test_compiled_decode_step_merges_the_projections_that_share_an_input():
+    """Compiled, one decode step runs q/k/v as one GEMM and gate/up as one: 4 per layer + the head, not 7 + 1."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = robovla.load_pretrained(TINY_CHECKPOINT, dtype=torch.bfloat16).compile_inference()
+    image, instruction = case_image(CASES[0]), CASES[0]["instruction"]
+    pixel_values = model.processor.pixel_values([image])
+    input_ids = model.processor.encode_prompts([instruction]).input_ids
+    gemm_ops = {"mkldnn::_linear_pointwise", "mkl::_mkl_linear", "aten::mm", "aten::addmm"}
+
+    def gemm_calls(num_tokens: int) -> int:
+        model.generate_action_tokens(pixel_values, input_ids, None, num_tokens)  # compiles outside the count
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model.generate_action_tokens(pixel_values, input_ids, None, num_tokens)
+        return sum(event.name in gemm_ops for event in prof.events())
+
+    layers = model.language_model.config.num_hidden_layers
+    with torch.inference_mode():
+        assert gemm_calls(3) - gemm_calls(2) == 4 * layers + 1
+
+
 def test_bfloat16_prefix_attention_matches_the_fused_kernel(tiny_vla):
     """The CPU bf16 prefix attention (two matmuls + softmax) equals SDPA, with causal and padding masks."""
     import torch.nn.functional as F
