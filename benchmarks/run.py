@@ -100,10 +100,11 @@ def our_components(model: robovla.VLA, images, texts, key: str, repeats: int, re
 
     device = model.device
     with torch.inference_mode():
-        prefix_s = timed(lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, 1), repeats,
-                         device)
-        tokens_s = timed(lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, action_dim),
-                         repeats, device)
+        # in turns too: the decode figure is their difference, which drift between two series would swamp
+        prefix_s, tokens_s = timed_alternately(
+            [lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, 1),
+             lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, action_dim)],
+            repeats, device)
         end_to_end, reference_s = timed_alternately([lambda: model.predict(images, texts, key), reference],
                                                     repeats, device)
     decode_s = max(tokens_s - prefix_s, 0.0) / (action_dim - 1)
@@ -230,6 +231,7 @@ def main() -> None:
                         print(json.dumps(row), flush=True)
                     model.compile_inference(False)
                 del model
+                torch._dynamo.reset()  # frees its compiled graphs (each holds packed weights) before the next model
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +253,10 @@ def markdown(rates: dict, rows: list[dict], json_path: str = "benchmarks/results
         "Its end to end and robovla's are timed in turns, so both see the same machine conditions.",
         "`floor` = prefill matmul FLOPs at the measured GEMM rate + decode weight bytes at the measured bandwidth.",
         "`mode`: robovla's static-cache path `eager`, or `compiled` (`vla.compile_inference()`: torch.compile with",
-        "frozen weights; compile time excluded). `same tokens`: share of action tokens equal to the reference path's.",
+        "frozen weights and merged q/k/v and gate/up GEMMs; compile time excluded; each model's compiled graphs are",
+        "freed before the next model). `same tokens`: share of action tokens equal to the reference path's.",
+        "`prefix ms`: a 1-token call (vision, projector, LLM prefill, first token); `decode ms/token`: a 7-token",
+        "call minus the 1-token call, over 6, the two timed in turns (noisy where decoding is a small share).",
         "`ceiling` = reference ms / floor ms: the speed-up a path running exactly at the floor would reach; where it",
         "is below 2x, no implementation on this machine can be 2x faster than the reference.",
         "",
