@@ -146,6 +146,25 @@ def test_compiled_inference_matches_eager():
     np.testing.assert_array_equal(single, eager.token_ids[1])
 
 
+def test_warm_up_compiles_what_later_batches_and_instructions_need():
+    """After `warm_up`, batches of other sizes, padded or not, with new instructions compile nothing new."""
+    from torch._dynamo.utils import counters
+
+    from robovla.model.vla import WARM_UP_BATCHES
+
+    model = robovla.load_pretrained(TINY_CHECKPOINT).compile_inference()
+    calls = []
+    model.warm_up("bridge_orig", on_call=lambda *report: calls.append(report))
+    assert [batch for batch, _, _ in calls] == [len(texts) for texts in WARM_UP_BATCHES]
+    assert len({tokens for _, tokens, _ in calls}) == 3
+    graphs = counters["stats"]["unique_graphs"]
+    images, instructions = [case_image(c) for c in CASES[:6]], [c["instruction"] for c in CASES[:6]]
+    for batch in (1, 4, 6):
+        model.predict(images[:batch], instructions[:batch], "bridge_orig")
+    model.predict(images[:2], [instructions[0]] * 2, "bridge_orig")  # unpadded
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
 def test_compile_settings_apply_only_inside_their_scope():
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config

@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantization", default=None, choices=["int8", "int4"],
                         help="weight-only quantization of the language model")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile vision, prefill and decode (first request per batch size compiles)")
+                        help="torch.compile vision, prefill and decode; compiles before serving (see --no-warm-up)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="with --compile: start serving at once and compile at the first requests instead")
     parser.add_argument("--max-batch-size", type=int, default=16, help="observations per model call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long a request may wait for others to share its model call")
@@ -48,10 +50,14 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     vla = robovla.load_pretrained(args.checkpoint, dtype=args.dtype, device=args.device,
                                   quantization=args.quantization)
+    logger = logging.getLogger("robovla.serve")
     if args.compile:
         vla.compile_inference()
+        if args.warm_up:
+            logger.info("compiling before serving, so that no request waits for it (a minute or more)")
+            vla.warm_up(on_call=lambda batch, tokens, seconds: logger.info(
+                "compiled: batch %d, prompt %d tokens, %.1f s", batch, tokens, seconds))
     app = create_app(vla, config, model_name=Path(args.checkpoint).resolve().name)
-    logger = logging.getLogger("robovla.serve")
     auth = "API key required" if config.api_key else "no API key"
     logger.info("serving %s on http://%s:%d (%s)", args.checkpoint, config.host, config.port, auth)
     try:

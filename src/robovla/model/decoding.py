@@ -120,7 +120,8 @@ class StaticCacheDecoder:
                 q, hidden = q[:, :, -1:], hidden[:, -1:]
                 prefix_mask = None if prefix_mask is None else prefix_mask[..., -1:, :]
                 bias = None if bias is None else bias[..., -1:, :]
-            hidden = self._finish_layer(layer, hidden, self._prefix_attention(q, k, v, prefix_mask, bias))
+            attended = self._prefix_attention(q, k, v, prefix_mask, bias, causal=index != last)
+            hidden = self._finish_layer(layer, hidden, attended)
         return hidden, captured
 
     @staticmethod
@@ -139,14 +140,17 @@ class StaticCacheDecoder:
         return torch.zeros(prefix_mask.shape, dtype=inputs.dtype, device=inputs.device).masked_fill(
             ~prefix_mask, float("-inf"))
 
-    def _prefix_attention(self, q, k, v, prefix_mask: torch.Tensor | None,
-                          bias: torch.Tensor | None) -> torch.Tensor:
-        """Causal (+ padding) attention over the prefix: the fused kernel, or with `bias` (`_prefix_bias`) two
-        bf16 matmuls and a softmax. A single query (the last layer's last position) sees every key."""
+    def _prefix_attention(self, q, k, v, prefix_mask: torch.Tensor | None, bias: torch.Tensor | None,
+                          causal: bool = True) -> torch.Tensor:
+        """Attention over the prefix: the fused kernel, or with `bias` (`_prefix_bias`) two bf16 matmuls and a
+        softmax. `causal=False` for the last layer's single query (the last position), which sees every key.
+
+        The caller says which, rather than reading it off q's length: once dynamo makes the length dynamic,
+        `q.shape[-2] > 1` is symbolic, SDPA's `is_causal` refuses it, and the graph breaks into per-layer pieces.
+        """
         if bias is None:
-            causal = prefix_mask is None and q.shape[-2] > 1  # SDPA aligns a 1-row causal mask to the first key
             return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=prefix_mask, is_causal=causal, scale=self.scaling,
+                q, k, v, attn_mask=prefix_mask, is_causal=causal and prefix_mask is None, scale=self.scaling,
                 enable_gqa=self.num_kv_heads != self.num_heads,
             )
         if self.num_kv_heads != self.num_heads:

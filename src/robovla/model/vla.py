@@ -7,6 +7,7 @@ attention mask hides it and position ids skip it, so every example sees exactly 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -18,11 +19,20 @@ from torch import nn
 from robovla.config import VLAConfig
 from robovla.errors import RobovlaError
 from robovla.model.decoding import StaticCacheDecoder, compile_settings
+from robovla.model.normalization import resolve_unnorm_key
 from robovla.model.pointer import CONFIG_KEY as POINTER_KEY
 from robovla.model.pointer import GroundingPointer, PointerConfig, prefix_parts
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone
 from robovla.processing import IGNORE_INDEX, VLAProcessor
+
+
+_WARM_UP_SHORT = "pick it up"
+_WARM_UP_LONG = ("pick up the small red block on the left side of the table, carry it slowly over the blue plate in "
+                 "the middle and put it down gently next to the green cup without touching the yellow bowl")
+_WARM_UP_MEDIUM = "pick up the red block and put it on the blue plate"
+S, M, L = _WARM_UP_SHORT, _WARM_UP_MEDIUM, _WARM_UP_LONG
+WARM_UP_BATCHES = ((S,), (L,), (S, S), (S, L), (M, S, S), (L, L, L))  # see VLA.warm_up
 
 
 @dataclass
@@ -267,7 +277,7 @@ class VLA(nn.Module):
 
         The first prediction per batch size and prompt-length bucket compiles (seconds); later ones reuse it.
         After a dimension's second size, dynamo compiles it as dynamic, so a few compiles cover all batch sizes and
-        prompt lengths. Each compiled shape holds its own pre-packed copy of the weights: the small preset in bf16
+        prompt lengths; `warm_up()` does them up front. Each compiled shape holds its own pre-packed copy of the weights: the small preset in bf16
         takes 1.3 GB eager, 2.5 GB after its first prediction and 3-4 GB once a few shapes have compiled.
         Greedy tokens stay those of the eager path. For inference only: the weights are baked in.
         """
@@ -281,6 +291,31 @@ class VLA(nn.Module):
                 if hasattr(module, "fused_attn"):
                     module.fused_attn = not enabled
         return self
+
+    def warm_up(self, unnorm_key: str | None = None,
+                on_call: Callable[[int, int, float], None] | None = None) -> None:
+        """Predict on blank observations so that compiling happens now, not at a robot's first requests.
+
+        A compiled model compiles per new shape (seconds to a minute), and a server's worker waits meanwhile.
+        dynamo specialises on a dimension's first size and compiles it as dynamic at its second, so two sizes of
+        batch and of prompt, each alone, in padded batches and in unpadded ones (three code paths), cover the
+        batch sizes and instructions that follow; the short and long prompts also differ in KV-cache size.
+        `unnorm_key` None takes the first dataset (the shapes hardly depend on it). `on_call(batch, longest
+        prompt in tokens, seconds)` reports each call.
+        """
+        processor = self._require_processor()
+        datasets = sorted(self.norm_stats or {})
+        key = resolve_unnorm_key(self.norm_stats, unnorm_key if unnorm_key is not None or not datasets else datasets[0])
+        size = processor.image_config.image_sizes[0]
+        state = self.norm_stats[key].get("proprio", {}).get("q01") if processor.uses_proprio else None
+        for texts in WARM_UP_BATCHES:
+            batch = len(texts)
+            start = time.perf_counter()
+            self.predict([np.zeros((size, size, 3), np.uint8)] * batch, list(texts), key,
+                         proprio=None if state is None else [state] * batch)
+            if on_call is not None:
+                longest = max(len(processor.prompt_ids(text, state, key)) for text in texts)
+                on_call(batch, longest, time.perf_counter() - start)
 
     def predict_action(
         self,
