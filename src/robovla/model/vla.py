@@ -31,8 +31,10 @@ _WARM_UP_SHORT = "pick it up"
 _WARM_UP_LONG = ("pick up the small red block on the left side of the table, carry it slowly over the blue plate in "
                  "the middle and put it down gently next to the green cup without touching the yellow bowl")
 _WARM_UP_MEDIUM = "pick up the red block and put it on the blue plate"
-S, M, L = _WARM_UP_SHORT, _WARM_UP_MEDIUM, _WARM_UP_LONG
-WARM_UP_BATCHES = ((S,), (L,), (S, S), (S, L), (M, S, S), (L, L, L))  # see VLA.warm_up
+WARM_UP_BATCHES = (  # see VLA.warm_up
+    (_WARM_UP_SHORT,), (_WARM_UP_LONG,), (_WARM_UP_SHORT,) * 2, (_WARM_UP_SHORT, _WARM_UP_LONG),
+    (_WARM_UP_MEDIUM, _WARM_UP_SHORT, _WARM_UP_SHORT), (_WARM_UP_LONG,) * 3,
+)
 
 
 @dataclass
@@ -277,8 +279,9 @@ class VLA(nn.Module):
 
         The first prediction per batch size and prompt-length bucket compiles (seconds); later ones reuse it.
         After a dimension's second size, dynamo compiles it as dynamic, so a few compiles cover all batch sizes and
-        prompt lengths; `warm_up()` does them up front. Each compiled shape holds its own pre-packed copy of the weights: the small preset in bf16
-        takes 1.3 GB eager, 2.5 GB after its first prediction and 3-4 GB once a few shapes have compiled.
+        prompt lengths; `warm_up()` does them up front. Each compiled shape holds its own pre-packed copy of the
+        weights: the small preset in bf16 takes 1.3 GB eager, 2.5 GB after its first prediction and 3-4 GB once a
+        few shapes have compiled.
         Greedy tokens stay those of the eager path. For inference only: the weights are baked in.
         """
         self._compiled_inference = enabled
@@ -305,7 +308,9 @@ class VLA(nn.Module):
         """
         processor = self._require_processor()
         datasets = sorted(self.norm_stats or {})
-        key = resolve_unnorm_key(self.norm_stats, unnorm_key if unnorm_key is not None or not datasets else datasets[0])
+        if unnorm_key is None and datasets:
+            unnorm_key = datasets[0]
+        key = resolve_unnorm_key(self.norm_stats, unnorm_key)
         size = processor.image_config.image_sizes[0]
         state = self.norm_stats[key].get("proprio", {}).get("q01") if processor.uses_proprio else None
         for texts in WARM_UP_BATCHES:
