@@ -33,7 +33,8 @@ def test_shipped_policy_is_small_and_carries_its_recipe():
 
 
 def test_shipped_policy_succeeds_on_seeded_scenes():
-    from robovla.eval import evaluate_policy
+    from robovla.eval import CheckpointPolicy, EvalSettings, evaluate
 
-    result = evaluate_policy(robovla.load_pretrained(SHIPPED), episodes=SEEDED_EPISODES, num_envs=SEEDED_EPISODES)
-    assert result.successes >= SEEDED_SUCCESSES, result.line()
+    settings = EvalSettings(episodes=SEEDED_EPISODES, num_envs=SEEDED_EPISODES, progress=False)
+    result = evaluate(CheckpointPolicy(robovla.load_pretrained(SHIPPED), SHIPPED), settings)["conditions"]
+    assert result["tabletop-train"]["successes"] >= SEEDED_SUCCESSES, result

@@ -189,3 +189,15 @@ def test_vector_env_batches_and_freezes_finished_envs():
             break
     assert successes.all() and all(info["success"] for info in infos)
     venv.close()
+
+
+def test_a_model_can_load_after_the_simulator_rendered():
+    """Mesa's software GL and Triton (imported by torch._dynamo) each bring an LLVM: Triton second crashed."""
+    import subprocess
+    import sys
+
+    code = ("from robovla.sim import make_env\n"
+            "env = make_env(image_size=32); env.reset(seed=0); env.close()\n"
+            "import torch._dynamo\nprint('loaded')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "loaded" in done.stdout, done.stderr[-2000:]

@@ -46,6 +46,7 @@ def quiet_third_party_import_noise() -> None:
 def main(argv: list[str] | None = None) -> int:
     quiet_third_party_import_noise()
     args = build_parser().parse_args(argv)
+    args._argv = list(argv) if argv is not None else sys.argv[1:]  # what was typed, for commands that record it
     try:
         return int(args._run(args) or 0)
     except RobovlaError as error:

@@ -43,10 +43,10 @@ def run_policy_in_sim(policy: robovla.VLA | None, episodes: int, seed: int, out:
     obs, _ = envs.reset(seeds=[seed + k for k in range(episodes)])
     start = time.perf_counter()
     act = policy_actor(policy, "tabletop_default") if policy is not None else (lambda e, o, r: e.expert_actions())
-    success, length, seen = run_episodes(envs, obs, act, record_frames=True)  # film a successful one afterwards
+    success, length, seen = run_episodes(envs, obs, act, record=range(episodes))  # film a successful one afterwards
     elapsed = time.perf_counter() - start
     shown = int(np.argmax(success)) if success.any() else 0
-    frames = [step[shown] for step in seen[: length[shown] + 1]]
+    frames = seen[shown]
     for k in range(episodes):
         print(f"  episode {k}: {'success' if success[k] else 'failure'}  {envs.instructions[k]!r}")
     who = "policy" if policy is not None else "scripted-expert"

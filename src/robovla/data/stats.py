@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robovla.files import write_atomic
+
 
 def array_stats(values: np.ndarray) -> dict[str, list[float]]:
     """mean/std/max/min/q01/q99 per dimension of an [N, D] array."""
@@ -82,7 +84,4 @@ def image_stats(frames: np.ndarray) -> dict[str, list]:
 
 def save_json(data: dict, path: str | Path) -> None:
     """Write JSON atomically (temp file + rename), so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2))

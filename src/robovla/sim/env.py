@@ -18,7 +18,9 @@ from robovla.sim import variations as V
 from robovla.sim.embodiments import Embodiment, get_embodiment
 from robovla.sim.render import OffscreenRenderer
 from robovla.sim.scene import GRIPPER_START, TIMESTEP, build_mjcf
-from robovla.sim.tasks import EpisodeSpec, ObjectSpec, WorldState, is_success, sample_episode
+from robovla.errors import RobovlaError
+from robovla.sim.tasks import (INSTRUCTION_SETS, LIFTED, EpisodeSpec, ObjectSpec, WorldState, failure_reason,
+                               is_success, paraphrased, sample_episode)
 
 ACTION_LOW = np.array([-1, -1, -1, -1, -1, -1, 0], dtype=np.float32)
 ACTION_HIGH = np.ones(7, dtype=np.float32)
@@ -58,6 +60,7 @@ class EnvConfig:
     image_size: int = 224
     wrist_camera: bool = False
     task: str | None = None  # restrict to one task family
+    instructions: str = "suite"  # "paraphrase": rewrite each instruction with a template no suite uses
 
 
 class TabletopEnv(gymnasium.Env):
@@ -70,6 +73,8 @@ class TabletopEnv(gymnasium.Env):
         self.config = config
         self.suite = V.get_suite(config.suite)
         self.task = V.check_family(config.task)
+        if config.instructions not in INSTRUCTION_SETS:
+            raise RobovlaError(f"unknown instruction set {config.instructions!r}; valid: {', '.join(INSTRUCTION_SETS)}")
         self.embodiment: Embodiment = get_embodiment(config.embodiment)
         self.max_episode_steps = self.embodiment.max_episode_steps
         self.render_mode = "rgb_array"
@@ -94,6 +99,8 @@ class TabletopEnv(gymnasium.Env):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         episode = (options or {}).get("episode") or sample_episode(self._rng, self.suite, self.task)
+        if self.config.instructions == "paraphrase":
+            episode = paraphrased(episode, self._rng)  # drawn after the scene: the same seed gives the same scene
         self._load(episode)
         from robovla.sim.expert import ScriptedExpert
 
@@ -122,9 +129,15 @@ class TabletopEnv(gymnasium.Env):
             mujoco.mj_step(self._model, self._data, nstep=self._substeps // MOCAP_UPDATES)
         self._rpy[2] = wrap_angle(self._rpy[2])
         self._t += 1
-        success = bool(is_success(self.episode, self.world_state()))
+        state = self.world_state()
+        target = self.episode.target.name
+        self._target_lifted |= bool(state.positions[target][2] > self._start[target][2] + LIFTED)
+        success = bool(is_success(self.episode, state))
         truncated = self._t >= self.max_episode_steps and not success
-        return self._observe(), float(success), success, truncated, self._info(success)
+        info = self._info(success)
+        if truncated:
+            info["failure"] = failure_reason(self.episode, self._start, state, self._target_lifted)
+        return self._observe(), float(success), success, truncated, info
 
     def render(self) -> np.ndarray:
         return self._render(self._front)
@@ -204,6 +217,8 @@ class TabletopEnv(gymnasium.Env):
         mujoco.mj_step(self._model, self._data, nstep=self._substeps)  # let objects settle on the table
         self._t = 0
         self.episode = episode
+        self._start = {o.name: self.object_pos(o.name) for o in episode.objects}  # where each object settled
+        self._target_lifted = False
 
     def _render(self, camera_id: int) -> np.ndarray:
         assert self._renderer is not None
@@ -225,6 +240,7 @@ class TabletopEnv(gymnasium.Env):
             "success": bool(success),
             "task": self.episode.family,
             "step": self._t,
+            "failure": None,  # on the last step of a failed episode: why (tasks.FAILURE_REASONS)
         }
 
 
@@ -236,6 +252,9 @@ def make_env(
     wrist_camera: bool = False,
     seed: int | None = None,
     task: str | None = None,
+    instructions: str = "suite",
 ) -> TabletopEnv:
-    """A tabletop env for one suite and embodiment; `seed` makes the sequence of episodes reproducible."""
-    return TabletopEnv(EnvConfig(suite, embodiment, image_size, wrist_camera, task), seed=seed)
+    """A tabletop env for one suite and embodiment; `seed` makes the sequence of episodes reproducible.
+
+    `instructions="paraphrase"` rewrites every instruction with a template that no suite uses (`PARAPHRASES`)."""
+    return TabletopEnv(EnvConfig(suite, embodiment, image_size, wrist_camera, task, instructions), seed=seed)

@@ -12,8 +12,21 @@ import mujoco
 import numpy as np
 
 
+def _load_triton_first() -> None:
+    """Load Triton's LLVM before the software GL driver loads its own.
+
+    Mesa's llvmpipe (software EGL) and Triton each bring an LLVM; whichever comes second clashes with the first,
+    and `import triton` after a GL context exists crashes the process (torch imports it with torch._dynamo,
+    so evaluating the scripted expert and then loading a model in one process died). In this order both work."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton._C.libtriton")
+
+
 def _gl_context(size: int):
     """A headless GL context for MUJOCO_GL (egl by default), even if mujoco was imported before it was set."""
+    _load_triton_first()
     backend = os.environ.get("MUJOCO_GL", "egl").lower()
     if backend == "egl":
         from mujoco.egl import GLContext

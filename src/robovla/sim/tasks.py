@@ -7,7 +7,7 @@ the expert and the success check all read the same spec, so a seed reproduces th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -49,6 +49,32 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "heldout-0": "shove the {target} onto the {goal}",
         "heldout-1": "nudge the {target} to the {goal}",
     },
+}
+# Instruction sets a policy can be evaluated under (`robovla eval --instructions`): "suite" keeps each suite's own
+# phrasings; "paraphrase" rewrites the instruction with one of these templates, which no suite and no collection
+# ever uses (capitals and punctuation, a polite opening, other verbs and word order), to measure language robustness.
+INSTRUCTION_SETS = ("suite", "paraphrase")
+PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "pick_place": (
+        "Could you put the {target} {prep} the {goal}?",
+        "pick up the {target} and leave it {prep} the {goal}",
+        "the {target} goes {prep} the {goal}",
+    ),
+    "stack": (
+        "Please stack the {target} on the {goal}.",
+        "pick up the {target} and set it down on top of the {goal}",
+        "the {target} goes on top of the {goal}",
+    ),
+    "move_near": (
+        "Please move the {target} next to the {goal}.",
+        "take the {target} over to the {goal}",
+        "the {target} should end up next to the {goal}",
+    ),
+    "push": (
+        "Please push the {target} to the {goal}.",
+        "push the {target} until it is on the {goal}",
+        "the {target} has to be pushed onto the {goal}",
+    ),
 }
 NOUNS = {"cube": "cube", "cylinder": "cylinder", "ball": "ball", "disc": "disc", "bowl": "bowl", "plate": "plate", "bin": "bin", "pad": "square"}
 
@@ -291,6 +317,14 @@ def _with_roles(spec: EpisodeSpec, suite: V.Suite, target: ObjectSpec, goal: Obj
                        spec.lighting, offset)
 
 
+def paraphrased(spec: EpisodeSpec, rng: np.random.Generator) -> EpisodeSpec:
+    """`spec` with its instruction rewritten by one of its family's `PARAPHRASES` (same scene, same task)."""
+    template = _choice(rng, PARAPHRASES[spec.family])
+    goal = spec.entity(spec.goal)
+    instruction = template.format(target=spec.target.phrase, goal=goal.phrase, prep=preposition(goal))
+    return replace(spec, instruction=instruction, phrasing="paraphrase")
+
+
 def _push_is_clear(target: ObjectSpec, pad: FixtureSpec, others: list[ObjectSpec]) -> bool:
     """A push the expert can make: the pad a short push away, nothing on the path from behind the target."""
     if not PUSH_DISTANCE[0] <= math.hypot(pad.x - target.x, pad.y - target.y) <= PUSH_DISTANCE[1]:
@@ -350,3 +384,28 @@ def is_success(spec: EpisodeSpec, state: WorldState) -> bool:
     if spec.family == "move_near":
         return math.hypot(p[0] - g[0], p[1] - g[1]) < MOVE_NEAR_SUCCESS and p[2] < target.half_height + 0.015
     raise ValueError(spec.family)
+
+
+FAILURE_REASONS = {
+    "wrong_object": "the target never moved, but another object did: the policy handled the wrong object",
+    "dropped": "the target was lifted, then let go of away from the goal",
+    "timeout": "the step limit came first (the target was still held, pushed short, or never reached)",
+}
+MOVED = 0.03  # metres an object must travel (or rise) to count as handled
+LIFTED = 0.03  # metres above its start height at which the target counts as lifted
+
+
+def failure_reason(spec: EpisodeSpec, start: dict[str, np.ndarray], state: WorldState, target_lifted: bool) -> str:
+    """Why an episode that ran out of steps failed, as far as the simulator can tell (`FAILURE_REASONS`)."""
+
+    def moved(name: str) -> bool:
+        delta = state.positions[name] - start[name]
+        return math.hypot(delta[0], delta[1]) > MOVED or delta[2] > MOVED
+
+    target = spec.target.name
+    if not moved(target) and any(moved(o.name) for o in spec.objects if o.name != target):
+        return "wrong_object"
+    resting = state.positions[target][2] < start[target][2] + LIFTED
+    if target_lifted and resting:
+        return "dropped"
+    return "timeout"

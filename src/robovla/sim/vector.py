@@ -20,6 +20,7 @@ class VectorEnv:
             raise ValueError("VectorEnv needs at least one env")
         self.envs = envs
         self.done = np.zeros(len(envs), dtype=bool)
+        self.seeds: list[int | None] = [None] * len(envs)  # each env's seed at the last reset
         self._last: list[tuple[dict, dict]] = []
 
     def __len__(self) -> int:
@@ -36,6 +37,7 @@ class VectorEnv:
     def reset(self, seeds: list[int] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
         """Start a new episode in every env (optionally reseeding each)."""
         seeds = seeds if seeds is not None else [None] * len(self.envs)
+        self.seeds = list(seeds)
         self._last = [env.reset(seed=s) for env, s in zip(self.envs, seeds, strict=True)]
         self.done[:] = False
         return self._stack([o for o, _ in self._last]), [i for _, i in self._last]
@@ -58,6 +60,10 @@ class VectorEnv:
         """The scripted expert's next action for every env (zeros with an open gripper for finished ones)."""
         idle = np.array([0, 0, 0, 0, 0, 0, 1], dtype=np.float32)
         return np.stack([idle if self.done[k] else expert_action(env) for k, env in enumerate(self.envs)])
+
+    def grounding(self) -> np.ndarray:
+        """[N, 4]: every env's true target and goal positions (privileged state, `TabletopEnv.grounding`)."""
+        return np.stack([env.grounding() for env in self.envs])
 
     def close(self) -> None:
         for env in self.envs:

@@ -1,0 +1,238 @@
+"""What evaluation can roll out: a checkpoint, the scripted expert, a random policy, or a running policy server.
+
+Each is an `EvalPolicy`: it says what it needs of the simulator (image size), checks that a suite's embodiment
+gives it that (an error names both sides), describes itself for results.json, and makes a fresh `Actor` for
+each batch of episodes. Baselines (Diffusion Policy, ...) plug in here with the same four methods.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robovla.errors import RobovlaError
+from robovla.eval.rollout import Actor, Envs, chunk_actor, vla_chunks
+
+POLICY_KINDS = ("checkpoint", "expert", "random", "server")
+SIM_ACTION_DIM = 7  # the tabletop's action: dx, dy, dz, droll, dpitch, dyaw, gripper
+SIM_PROPRIO_DIM = 7  # the tabletop's robot state: tcp xyz, roll, pitch, yaw, gripper opening
+
+
+class EvalPolicy(abc.ABC):
+    kind: str = ""
+    image_size: int = 128  # the simulator renders at this size
+    # True when one env's actions never depend on which other envs share its batch (so a resumed run may
+    # batch the remaining episodes differently and still give the same results)
+    batch_invariant: bool = False
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What this policy is, for results.json and for telling a rerun with other settings apart."""
+
+    def check(self, embodiment: str) -> None:
+        """Raise a RobovlaError naming both sides when this policy cannot act in `embodiment`'s suites."""
+
+    @abc.abstractmethod
+    def actor(self, embodiment: str) -> Actor:
+        """A fresh actor for one batch of episodes of `embodiment`'s suites."""
+
+    def close(self) -> None:
+        pass
+
+
+class ExpertPolicy(EvalPolicy):
+    """The simulator's scripted expert: it reads the true state, so it sets the ceiling of every suite."""
+
+    kind = "expert"
+    batch_invariant = True
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": "scripted-expert"}
+
+    def actor(self, embodiment: str) -> Actor:
+        return lambda envs, obs, running: envs.expert_actions()
+
+
+class RandomPolicy(EvalPolicy):
+    """Uniform random actions, seeded per episode: the floor every suite's success rate should clear."""
+
+    kind = "random"
+    batch_invariant = True
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": "uniform-random", "seed": self.seed}
+
+    def actor(self, embodiment: str) -> Actor:
+        from robovla.sim.env import ACTION_HIGH, ACTION_LOW
+
+        generators: dict[int, np.random.Generator] = {}
+
+        def act(envs: Envs, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
+            actions = np.zeros((len(envs), SIM_ACTION_DIM), dtype=np.float32)
+            for k in running:
+                rng = generators.setdefault(int(k), np.random.default_rng([int(envs.seeds[k]), self.seed]))
+                actions[k] = rng.uniform(ACTION_LOW, ACTION_HIGH)
+            return actions
+
+        return act
+
+
+def _dataset_key(unnorm_key: str | None, embodiment: str) -> str:
+    from robovla.sim import get_embodiment
+
+    return unnorm_key or get_embodiment(embodiment).dataset_name
+
+
+def _check_fit(who: str, keys: list[str], key: str, embodiment: str, action_dim: int | None,
+               proprio_dim: int | None) -> None:
+    """The checks shared by an in-process checkpoint and a served one."""
+    if key not in keys:
+        raise RobovlaError(f"{who} knows the datasets {keys}, but the {embodiment!r} embodiment's suites need "
+                           f"{key!r}: pass --unnorm-key to choose one of the checkpoint's")
+    if action_dim is not None and action_dim != SIM_ACTION_DIM:
+        raise RobovlaError(f"{who} predicts {action_dim}-D actions for {key!r}, but the tabletop suites take "
+                           f"{SIM_ACTION_DIM}-D actions")
+    if proprio_dim is not None and proprio_dim != SIM_PROPRIO_DIM:
+        raise RobovlaError(f"{who} reads a {proprio_dim}-D robot state for {key!r}, but the tabletop suites "
+                           f"give a {SIM_PROPRIO_DIM}-D one")
+
+
+class CheckpointPolicy(EvalPolicy):
+    """A VLA in this process: one batched `predict` per step for every env that needs a new chunk."""
+
+    kind = "checkpoint"
+
+    def __init__(self, model: Any, checkpoint: str | Path | None = None, unnorm_key: str | None = None,
+                 restrict_to_actions: bool = True, execute: int | None = None, ensemble: float | None = None,
+                 sim_grounding: bool = False, options: dict[str, Any] | None = None) -> None:
+        if execute is not None and ensemble is not None:
+            raise RobovlaError("--ensemble asks at every step; it cannot be combined with --execute")
+        if ensemble is not None and model.config.action_chunk == 1:
+            raise RobovlaError("temporal ensembling needs a model that predicts action chunks; this one predicts "
+                               "one action per call (action_chunk 1)")
+        if sim_grounding and not model.config.uses_grounding:
+            raise RobovlaError("--sim-grounding needs a model with grounding tokens (trained with --grounding)")
+        self.model = model
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.unnorm_key = unnorm_key
+        self.restrict_to_actions = restrict_to_actions
+        self.execute = execute
+        self.ensemble = ensemble
+        self.sim_grounding = sim_grounding
+        self.options = options or {}
+        self.image_size = model.processor.image_config.image_sizes[0]
+        self._description: dict[str, Any] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        if self._description is None:
+            from robovla.files import folder_sha256
+            from robovla.model.factory import parameter_counts
+
+            config = self.model.config
+            self._description = {
+                "kind": self.kind,
+                "name": self.checkpoint.name if self.checkpoint else "in-memory",
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "checkpoint_sha256": folder_sha256(self.checkpoint) if self.checkpoint else None,
+                "parameters": int(parameter_counts(self.model)["total"]),
+                "unnorm_key": self.unnorm_key,
+                "restrict_to_actions": self.restrict_to_actions,
+                "selection": config.action_selection,
+                "action_chunk": config.action_chunk,
+                "execute": self.execute,
+                "ensemble": self.ensemble,
+                "grounding": None if not config.uses_grounding else "simulator" if self.sim_grounding else
+                             "pointer" if self.model.grounding_pointer is not None else "tokens",
+                **self.options,
+            }
+        return self._description
+
+    def check(self, embodiment: str) -> None:
+        key = _dataset_key(self.unnorm_key, embodiment)
+        stats = self.model.norm_stats
+        proprio = None
+        if self.model.processor.uses_proprio and key in stats:
+            proprio = len(stats[key].get("proprio", {}).get("q01", []))
+        who = f"checkpoint {self.describe()['name']!r}"
+        _check_fit(who, sorted(stats), key, embodiment, self.model.action_dim(key) if key in stats else None, proprio)
+
+    def actor(self, embodiment: str) -> Actor:
+        predict = vla_chunks(self.model, _dataset_key(self.unnorm_key, embodiment), self.restrict_to_actions,
+                             self.sim_grounding)
+        return chunk_actor(predict, self.execute, self.ensemble)
+
+
+class ServerPolicy(EvalPolicy):
+    """A running `robovla serve`, driven with the project's own client: the wire path is what gets measured.
+
+    `http://` URLs speak REST (one `/act/batch` request per step for every env that needs a chunk, so the
+    server's batch is the one an in-process run makes); `ws://` URLs speak the openpi websocket protocol, one
+    observation per frame."""
+
+    kind = "server"
+
+    def __init__(self, url: str, api_key: str | None = None, unnorm_key: str | None = None,
+                 execute: int | None = None, ensemble: float | None = None, timeout: float = 60.0) -> None:
+        from robovla import client
+
+        if execute is not None and ensemble is not None:
+            raise RobovlaError("--ensemble asks at every step; it cannot be combined with --execute")
+        self.url, self.unnorm_key, self.execute, self.ensemble = url, unnorm_key, execute, ensemble
+        self.protocol = "websocket" if url.startswith(("ws://", "wss://")) else "rest"
+        if not url.startswith(("http://", "https://", "ws://", "wss://")):
+            raise RobovlaError(f"--server takes an http:// (REST) or ws:// (websocket) URL, got {url!r}")
+        try:
+            if self.protocol == "rest":
+                self._client: Any = client.PolicyClient(url, api_key=api_key, timeout=timeout)
+                self.metadata = self._client.metadata()
+            else:
+                self._client = client.WebsocketPolicyClient(url, api_key=api_key, timeout=timeout)
+                self.metadata = self._client.metadata
+        except client.PolicyServerError as error:
+            raise RobovlaError(f"the policy server at {url} refused the connection: {error}") from None
+        except (OSError, TimeoutError) as error:  # refused, unreachable, DNS, time-outs (urllib and websockets)
+            raise RobovlaError(f"cannot reach a policy server at {url}: {getattr(error, 'reason', error)}") from None
+        self.image_size = int(self.metadata["image_size"][0])
+        self.proprio = bool(self.metadata.get("proprio_required"))
+        if ensemble is not None and int(self.metadata.get("action_horizon") or 1) == 1:
+            raise RobovlaError("temporal ensembling needs a model that predicts action chunks; the served model "
+                               "predicts one action per call (action_horizon 1)")
+
+    def describe(self) -> dict[str, Any]:
+        m = self.metadata
+        return {"kind": self.kind, "name": m.get("model"), "url": self.url, "protocol": self.protocol,
+                "unnorm_key": self.unnorm_key, "restrict_to_actions": m.get("restrict_to_actions"),
+                "action_chunk": m.get("action_horizon"), "grounding": m.get("grounding"),
+                "execute": self.execute, "ensemble": self.ensemble}
+
+    def check(self, embodiment: str) -> None:
+        key = _dataset_key(self.unnorm_key, embodiment)
+        m = self.metadata
+        _check_fit(f"the served model {m.get('model')!r}", list(m["unnorm_keys"]), key, embodiment,
+                   (m.get("action_dims") or {}).get(key), m.get("proprio_dim") if self.proprio else None)
+
+    def actor(self, embodiment: str) -> Actor:
+        key = _dataset_key(self.unnorm_key, embodiment)
+
+        def predict(envs: Envs, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
+            observations = []
+            for k in ask:
+                observation = {"image": obs["image"][k], "instruction": envs.instructions[k], "unnorm_key": key}
+                if self.proprio:
+                    observation["proprio"] = obs["proprio"][k]
+                observations.append(observation)
+            if self.protocol == "rest":
+                return np.stack(self._client.act_chunk_batch(observations))
+            return np.stack([self._client.act_chunk(**o) for o in observations])
+
+        return chunk_actor(predict, self.execute, self.ensemble)
+
+    def close(self) -> None:
+        if self.protocol == "websocket":
+            self._client.close()

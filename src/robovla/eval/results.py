@@ -1,0 +1,102 @@
+"""results.json: every figure of an evaluation, derived from its episode records alone.
+
+Layout (schema "robovla.eval.results/1"):
+- the header the harness passes: command, robovla_version, git_commit, policy, settings, conditions (in order);
+- "overall": n, successes, rate, ci95 (Wilson 95%), mean_steps;
+- "conditions": per condition (a suite, or "SUITE:paraphrase"): the same, plus its suite, instruction set, failure
+  counts by reason and a row per task family;
+- "timing": wall-clock, episodes per minute, sessions. Only this part depends on how the run went (interrupted,
+  resumed, how many workers): everything else is a pure function of the records, in any order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robovla.eval.stats import rate_summary
+
+SCHEMA = "robovla.eval.results/1"
+
+
+def _families() -> tuple[str, ...]:
+    from robovla.sim.variations import FAMILIES
+
+    return FAMILIES
+
+
+def _rows(records: list[dict[str, Any]]) -> dict[str, Any]:
+    successes = sum(bool(r["success"]) for r in records)
+    steps = [r["steps"] for r in records]
+    return {**rate_summary(successes, len(records)),
+            "mean_steps": round(sum(steps) / len(steps), 2) if steps else None}
+
+
+def summarize(records: list[dict[str, Any]], header: dict[str, Any]) -> dict[str, Any]:
+    """The results.json document of `records` (one dict per episode; the last of duplicates wins)."""
+    order = list(header.get("conditions") or sorted({r["condition"] for r in records}))
+    latest = {(r["condition"], r["episode"]): r for r in records}
+    ranked = sorted(latest.values(), key=lambda r: (order.index(r["condition"]) if r["condition"] in order
+                                                   else len(order), r["condition"], r["episode"]))
+    conditions: dict[str, Any] = {}
+    for condition in order + sorted({r["condition"] for r in ranked} - set(order)):
+        mine = [r for r in ranked if r["condition"] == condition]
+        failures: dict[str, int] = {}
+        for r in mine:
+            if not r["success"]:
+                reason = r.get("failure") or "timeout"
+                failures[reason] = failures.get(reason, 0) + 1
+        families = {f: rate_summary(sum(bool(r["success"]) for r in rows), len(rows))
+                    for f in (*_families(), *sorted({r["family"] for r in mine} - set(_families())))
+                    if (rows := [r for r in mine if r["family"] == f])}
+        suite, _, instructions = condition.partition(":")
+        conditions[condition] = {**_rows(mine), "suite": suite, "instructions": instructions or "suite",
+                                 "failures": dict(sorted(failures.items())), "families": families}
+    timing = dict(header.get("timing") or {})
+    timing["episode_seconds"] = round(sum(r.get("seconds", 0.0) for r in ranked), 1)
+    body = {k: v for k, v in header.items() if k != "timing"}
+    return {"schema": SCHEMA, **body, "overall": _rows(ranked), "conditions": conditions, "timing": timing}
+
+
+def percent_interval(row: dict[str, Any]) -> str:
+    lo, hi = row["ci95"]
+    return f"[{lo:.0%}, {hi:.0%}]"
+
+
+def one_line(condition: str, row: dict[str, Any]) -> str:
+    """`tabletop-train: 41/50 = 82% [95% CI 69%-90%] (pick_place 10/12, ...)`: the terminal's summary."""
+    lo, hi = row["ci95"]
+    families = ", ".join(f"{f} {r['successes']}/{r['n']}" for f, r in row["families"].items())
+    rate = f"{row['rate']:.0%}" if row["rate"] is not None else "-"
+    return f"{condition}: {row['successes']}/{row['n']} = {rate} [95% CI {lo:.0%}-{hi:.0%}] ({families})"
+
+
+def format_tables(results: dict[str, Any]) -> str:
+    """Markdown: one row per condition (success, interval, steps, failures), then success per task family."""
+    from robovla.sim.tasks import FAILURE_REASONS
+
+    reasons = list(FAILURE_REASONS)
+    lines = ["| condition | success | rate | 95% CI (Wilson) | mean steps | " + " | ".join(reasons) + " |",
+             "|---|---|---|---|---|" + "---|" * len(reasons)]
+    rows = [*results["conditions"].items(), ("**all**", results["overall"] | {"failures": _all_failures(results)})]
+    for name, row in rows:
+        rate = f"{row['rate']:.0%}" if row["rate"] is not None else "-"
+        counts = " | ".join(str(row["failures"].get(r, 0)) for r in reasons)
+        lines.append(f"| {name} | {row['successes']}/{row['n']} | {rate} | {percent_interval(row)} | "
+                     f"{row['mean_steps']} | {counts} |")
+    families = [f for f in _families() if any(f in row["families"] for row in results["conditions"].values())]
+    lines += ["", "| condition | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
+    for name, row in results["conditions"].items():
+        cells = []
+        for family in families:
+            f = row["families"].get(family)
+            cells.append(f"{f['successes']}/{f['n']} {percent_interval(f)}" if f else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _all_failures(results: dict[str, Any]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for row in results["conditions"].values():
+        for reason, count in row["failures"].items():
+            total[reason] = total.get(reason, 0) + count
+    return total
