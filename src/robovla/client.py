@@ -143,13 +143,29 @@ class PolicyClient:
         except urllib.error.HTTPError as error:
             raise _server_error(error.code, error.read(), error.headers.get("Retry-After")) from None
 
-    def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
-        """One observation -> its action [action_dim]."""
-        return np.asarray(self._request("/act", _observation(image, instruction, unnorm_key)))
+    def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None,
+            proprio: np.ndarray | None = None) -> np.ndarray:
+        """One observation -> the action to execute now [action_dim] (the first of a chunking model's chunk).
+
+        `proprio` is the robot state, for models that read it (`metadata()["proprio_required"]`)."""
+        return _first_action(self.act_chunk(image, instruction, unnorm_key, proprio))
+
+    def act_chunk(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None,
+                  proprio: np.ndarray | None = None) -> np.ndarray:
+        """One observation -> every action the model predicted, in order [horizon, action_dim] (horizon 1 for a
+        model that predicts one step)."""
+        reply = self._request("/act", _observation(image, instruction, unnorm_key, proprio))
+        return np.atleast_2d(np.asarray(reply))
 
     def act_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray]:
-        """Several {image, instruction, unnorm_key?} dicts -> one action per observation."""
-        return [np.asarray(a) for a in self._request("/act/batch", {"observations": observations})["actions"]]
+        """Several {image, instruction, unnorm_key?, proprio?} dicts -> the action to execute now, one each."""
+        return [_first_action(chunk) for chunk in self.act_chunk_batch(observations)]
+
+    def act_chunk_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray]:
+        """Several observations in one request (one model call when they fit the server's batch) -> one
+        [horizon, action_dim] chunk each."""
+        reply = self._request("/act/batch", {"observations": observations})["actions"]
+        return [np.atleast_2d(np.asarray(chunk)) for chunk in reply]
 
     def metadata(self) -> dict[str, Any]:
         return self._request("/metadata")
@@ -158,11 +174,18 @@ class PolicyClient:
         return self._request("/health")
 
 
-def _observation(image: np.ndarray, instruction: str, unnorm_key: str | None) -> dict[str, Any]:
+def _observation(image: np.ndarray, instruction: str, unnorm_key: str | None,
+                 proprio: np.ndarray | None = None) -> dict[str, Any]:
     observation: dict[str, Any] = {"image": np.asarray(image), "instruction": instruction}
     if unnorm_key is not None:
         observation["unnorm_key"] = unnorm_key
+    if proprio is not None:
+        observation["proprio"] = np.asarray(proprio, dtype=np.float64).reshape(-1)
     return observation
+
+
+def _first_action(chunk: np.ndarray) -> np.ndarray:
+    return chunk[0] if chunk.ndim == 2 else chunk
 
 
 def _server_error(status: int, body: bytes | str, retry_after: str | None = None) -> PolicyServerError:
@@ -180,7 +203,8 @@ def _server_error(status: int, body: bytes | str, retry_after: str | None = None
 class WebsocketPolicyClient:
     """openpi-protocol client: metadata frame on connect, then one packed observation -> one packed reply.
 
-    Replies carry `actions` as a chunk [1, action_dim] (OpenVLA predicts one step) and `server_timing`.
+    Replies carry `actions` as a chunk [horizon, action_dim] (horizon 1 for OpenVLA, which predicts one step)
+    and `server_timing`.
     """
 
     def __init__(self, url: str = "ws://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60.0):
@@ -201,8 +225,15 @@ class WebsocketPolicyClient:
             raise _server_error(int(json.loads(reply).get("status", 400)), reply)
         return msgpack_unpackb(reply)
 
-    def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
-        return self.infer(_observation(image, instruction, unnorm_key))["actions"][0]
+    def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None,
+            proprio: np.ndarray | None = None) -> np.ndarray:
+        """One observation -> the action to execute now [action_dim]."""
+        return self.act_chunk(image, instruction, unnorm_key, proprio)[0]
+
+    def act_chunk(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None,
+                  proprio: np.ndarray | None = None) -> np.ndarray:
+        """One observation -> every action the model predicted, in order [horizon, action_dim]."""
+        return np.atleast_2d(np.asarray(self.infer(_observation(image, instruction, unnorm_key, proprio))["actions"]))
 
     def close(self) -> None:
         self._connection.close()

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=256,
                         help="observations that may wait; more get 503 with Retry-After")
     parser.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB")
+    parser.add_argument("--action-tokens-only", action="store_true",
+                        help="greedy over the 256 action tokens only, as `robovla eval` decodes (default: the whole "
+                             "vocabulary, the reference's semantics)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024), restrict_to_actions=args.action_tokens_only,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     vla = robovla.load_pretrained(args.checkpoint, dtype=args.dtype, device=args.device,

@@ -19,6 +19,9 @@ class ServerConfig:
     max_image_side: int = 4096  # pixels, either side
     max_batch_request: int = 64  # observations in one /act/batch request
     retry_after_s: int = 1  # what a 503 tells the client
+    # decode over the 256 action tokens only (what `robovla eval` does) instead of the whole vocabulary (the
+    # reference's semantics, the default)
+    restrict_to_actions: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_image_side", "max_batch_request"):

@@ -4,6 +4,10 @@
   `{"encoded": "<that JSON as a string>"}` for clients without json-numpy;
 - reply: the action as a json-numpy array (`requests.post(...).json()` after `json_numpy.patch()`), or, for an
   encoded request, that JSON as a string (`json_numpy.loads(response.json())`), as the reference does.
+
+A model that predicts action chunks answers with the whole chunk, [horizon, action_dim] (its first row is the
+action to execute now); a plain OpenVLA checkpoint answers with its action vector, exactly as the reference.
+Models that read the robot state take it as `proprio` (aliases: `state`, `observation/state`).
 """
 
 from __future__ import annotations
@@ -31,14 +35,14 @@ def build_router(service: PolicyService) -> APIRouter:
     async def act(request: Request) -> Response:
         payload, encoded = decode_body(await read_body(request, service.config.max_body_bytes))
         [result] = await _act_unless_disconnected(request, service, [service.parse(payload)])
-        return encode_reply(result.action, encoded)
+        return encode_reply(service.reply_actions(result), encoded)
 
     @router.post("/act/batch")
     async def act_batch(request: Request) -> Response:
         payload, encoded = decode_body(await read_body(request, service.config.max_body_bytes))
         observations = _batch_observations(service, payload)
         results = await _act_unless_disconnected(request, service, observations)
-        return encode_reply({"actions": [r.action for r in results]}, encoded)
+        return encode_reply({"actions": [service.reply_actions(r) for r in results]}, encoded)
 
     @router.get("/health")
     async def health() -> dict[str, Any]:
@@ -97,7 +101,7 @@ def encode_reply(content: Any, encoded: bool) -> Response:
 def _batch_observations(service: PolicyService, payload: Any) -> list[Observation]:
     observations = payload.get("observations") if isinstance(payload, dict) else None
     if not isinstance(observations, list) or not observations:
-        raise RequestError(400, "expected {\"observations\": [{image, instruction, unnorm_key?}, ...]} with at "
+        raise RequestError(400, "expected {\"observations\": [{image, instruction, unnorm_key?, proprio?}, ...]} with at "
                                 "least one observation", "observations")
     limit = service.config.max_batch_request
     if len(observations) > limit:

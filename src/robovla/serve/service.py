@@ -14,7 +14,8 @@ import robovla
 from robovla.serve.batcher import BatchedAction, DynamicBatcher
 from robovla.serve.config import ServerConfig
 from robovla.serve.metrics import Metrics
-from robovla.serve.observation import IMAGE_KEYS, INSTRUCTION_KEYS, UNNORM_KEY, Observation, parse_observation
+from robovla.serve.observation import (IMAGE_KEYS, INSTRUCTION_KEYS, PROPRIO_KEYS, UNNORM_KEY, Observation,
+                                      parse_observation)
 
 
 class PolicyService:
@@ -47,8 +48,14 @@ class PolicyService:
     def _predict(self, observations: Sequence[Observation]) -> np.ndarray:
         """[B, horizon, action_dim]; runs in the batcher's worker thread; all observations share one unnorm_key."""
         prediction = self.vla.predict([o.image for o in observations], [o.instruction for o in observations],
-                                      observations[0].unnorm_key, proprio=[o.proprio for o in observations])
+                                      observations[0].unnorm_key, proprio=[o.proprio for o in observations],
+                                      restrict_to_actions=self.config.restrict_to_actions)
         return prediction.next_actions
+
+    def reply_actions(self, result: BatchedAction) -> np.ndarray:
+        """What REST answers: a chunking model's whole chunk [horizon, action_dim], else the action [action_dim]
+        (the reference OpenVLA reply)."""
+        return result.chunk if self.vla.config.action_chunk > 1 else result.action
 
 
 def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> dict[str, Any]:
@@ -56,6 +63,8 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
     keys = sorted(vla.norm_stats)
     dims = {key: vla.action_dim(key) for key in keys}
     size = vla.processor.image_config.image_sizes[0]
+    proprio_dims = {key: len(vla.norm_stats[key].get("proprio", {}).get("q01", [])) or None for key in keys} \
+        if vla.processor.uses_proprio else {}
     return {
         "model": model_name,
         "robovla_version": robovla.__version__,
@@ -68,8 +77,14 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         "image_format": "HxWx3 uint8 RGB, any size up to max_image_side (the server resizes)",
         "max_image_side": config.max_image_side,
         "observation_keys": {"image": list(IMAGE_KEYS), "instruction": list(INSTRUCTION_KEYS),
-                             "unnorm_key": [UNNORM_KEY]},
-        "action_horizon": vla.config.action_chunk,  # the websocket replies with this many actions
+                             "unnorm_key": [UNNORM_KEY], "proprio": list(PROPRIO_KEYS)},
+        "image_keys": list(IMAGE_KEYS),
+        "proprio_keys": list(PROPRIO_KEYS),
+        # the robot state's length (None: the model reads no state); per dataset in proprio_dims
+        "proprio_dim": next(iter(set(proprio_dims.values()))) if len(set(proprio_dims.values())) == 1 else None,
+        "proprio_dims": proprio_dims,
+        "action_horizon": vla.config.action_chunk,  # actions per reply: REST /act and the websocket send them all
+        "restrict_to_actions": config.restrict_to_actions,  # greedy over the 256 action tokens only
         # whether the model first says where the named objects are, and how: its pointer or its own tokens
         "grounding": None if not vla.config.uses_grounding else
                      "pointer" if vla.grounding_pointer is not None else "tokens",

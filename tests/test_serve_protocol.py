@@ -1,0 +1,81 @@
+"""The wire protocol as robovla's own client speaks it: the robot state goes out, the whole chunk comes back, and
+/metadata says what a client must send."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import robovla
+from robovla.client import PolicyClient, WebsocketPolicyClient
+from robovla.serve import BackgroundServer, ServerConfig, create_app
+
+STATS = {"tabletop_default": {"action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0] * 6 + [1.0],
+                                         "mask": [True] * 6 + [False]},
+                              "proprio": {"q01": [-0.2, -0.13, 0.0, -0.01, -0.01, -1.2, 0.0],
+                                          "q99": [0.2, 0.13, 0.18, 0.01, 0.01, 1.2, 1.0]}}}
+
+
+@pytest.fixture(scope="module")
+def proprio_chunk_model():
+    config = robovla.preset("tabletop-cpu")  # reads the robot state as prompt tokens
+    config.extra["robovla_action_chunk"] = 3
+    model = robovla.build_model(config, norm_stats=STATS, seed=2)
+    assert model.config.uses_proprio and model.config.action_chunk == 3
+    return model
+
+
+def observation(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), rng.uniform(-0.1, 0.1, 7)
+
+
+@pytest.mark.parametrize("restrict", [False, True])
+def test_clients_drive_a_model_that_reads_the_robot_state(proprio_chunk_model, restrict):
+    model = proprio_chunk_model
+    config = ServerConfig(max_wait_ms=0.0, restrict_to_actions=restrict)
+    image, state = observation(1)
+    expected = model.predict([image], ["put the red cube in the bowl"], proprio=[state],
+                             restrict_to_actions=restrict).next_actions[0]
+    with BackgroundServer(create_app(model, config, "stateful"), config) as server:
+        rest = PolicyClient(server.url)
+        assert np.array_equal(rest.act_chunk(image, "put the red cube in the bowl", proprio=state), expected)
+        assert np.array_equal(rest.act(image, "put the red cube in the bowl", proprio=state), expected[0])
+        second, other = observation(2)
+        batch = rest.act_chunk_batch([{"image": image, "instruction": "put the red cube in the bowl", "proprio": state},
+                                      {"image": second, "instruction": "push the cube", "proprio": other}])
+        together = model.predict([image, second], ["put the red cube in the bowl", "push the cube"],
+                                 proprio=[state, other], restrict_to_actions=restrict).next_actions
+        assert np.array_equal(np.stack(batch), together)
+        assert [a.shape for a in rest.act_batch([{"image": image, "instruction": "x", "proprio": state}])] == [(7,)]
+        with WebsocketPolicyClient(f"ws://{server.host}:{server.port}") as ws:
+            assert np.array_equal(ws.act_chunk(image, "put the red cube in the bowl", proprio=state), expected)
+            assert np.array_equal(ws.act(image, "put the red cube in the bowl", proprio=state), expected[0])
+        meta = rest.metadata()
+    assert meta["proprio_required"] and meta["proprio_dim"] == 7 and meta["proprio_dims"] == {"tabletop_default": 7}
+    assert meta["action_horizon"] == 3 and meta["restrict_to_actions"] is restrict
+    assert meta["image_keys"] == ["image", "observation/image"] and "proprio" in meta["proprio_keys"]
+    assert meta["unnorm_keys"] == ["tabletop_default"]
+
+
+def test_a_missing_state_is_refused_naming_the_field(proprio_chunk_model):
+    from robovla.client import PolicyServerError
+
+    config = ServerConfig(max_wait_ms=0.0)
+    image, _ = observation(3)
+    with BackgroundServer(create_app(proprio_chunk_model, config, "stateful"), config) as server:
+        with pytest.raises(PolicyServerError) as refused:
+            PolicyClient(server.url).act(image, "push the cube")
+    assert refused.value.status == 400 and refused.value.field == "proprio"
+
+
+def test_a_plain_model_still_answers_with_its_vector(tiny_vla):
+    config = ServerConfig(max_wait_ms=0.0)
+    image = np.random.default_rng(4).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    with BackgroundServer(create_app(tiny_vla, config, "tiny"), config) as server:
+        client = PolicyClient(server.url)
+        raw = client._request("/act", {"image": image, "instruction": "lift the cup", "unnorm_key": "bridge_orig"})
+        assert np.asarray(raw).shape == (7,)  # the reference's reply, unchanged
+        assert client.act_chunk(image, "lift the cup", "bridge_orig").shape == (1, 7)
+        meta = client.metadata()
+    assert meta["proprio_required"] is False and meta["proprio_dim"] is None and meta["action_horizon"] == 1
