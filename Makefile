@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench policy policy-gpu policy-pointer clean
+.PHONY: install demo test test-slow bench eval-shipped policy policy-gpu policy-pointer clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/quant_agreement.py
 	$(PY) benchmarks/grounding_generalization.py
 	$(PY) benchmarks/grounding_generalization.py --no-pointer --out benchmarks/results/grounding_no_pointer.json
+	$(PY) benchmarks/eval_throughput.py
+
+eval-shipped: $(STAMP)
+	# results/shipped-policy: the shipped policy on the five suites and paraphrases, official seeds (~3 min on 2 cores;
+	# rerun to resume after a kill)
+	$(VENV)/bin/robovla eval --checkpoint src/robovla/assets/policies/tabletop-fine --suite all \
+		--suite tabletop-train:paraphrase --episodes 50 --videos 2 --out results/shipped-policy --quiet
 
 policy: $(STAMP)
 	# the shipped tabletop-cpu policy from nothing (~4.5 h on 2 cores); re-run to resume after a kill

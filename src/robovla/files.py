@@ -13,8 +13,10 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644  # mkstemp's own 0600 would hide the file
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
             handle.flush()
