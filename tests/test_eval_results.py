@@ -114,3 +114,16 @@ def _gif_frames(path):
     for k in range(image.n_frames):
         image.seek(k)
         yield image.copy()
+
+
+def test_videos_fall_back_to_gif_without_an_encoder(tmp_path, monkeypatch):
+    import sys
+
+    from robovla.eval.video import write_episode_video
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if the encoder package were not installed
+    frames = [np.full((32, 48, 3), 30 * t, dtype=np.uint8) for t in range(3)]
+    path = write_episode_video(frames, tmp_path / "ep", "stack the cube", "failure: dropped", fps=4)
+    assert path.suffix == ".gif" and not list(tmp_path.glob(".*tmp*"))
+    shown = list(_gif_frames(path))
+    assert len(shown) == 3 + 4 and shown[0].size[1] == 256 + 2 * 22  # upscaled to 256 px high, plus captions

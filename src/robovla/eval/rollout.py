@@ -66,8 +66,8 @@ def chunk_actor(predict: ChunkPredictor, execute: int | None = None, ensemble: f
     return act
 
 
-def vla_chunks(model: VLA, unnorm_key: str, restrict_to_actions: bool = True, sim_grounding: bool = False,
-               use_pointer: bool = True) -> ChunkPredictor:
+def vla_chunks(model: VLA, unnorm_key: str, restrict_to_actions: bool = True,
+               sim_grounding: bool = False) -> ChunkPredictor:
     """A VLA as a chunk predictor: one batched `predict` for the asking envs.
 
     With `sim_grounding`, a grounding model is given the simulator's true target and goal positions as its
@@ -77,7 +77,7 @@ def vla_chunks(model: VLA, unnorm_key: str, restrict_to_actions: bool = True, si
         grounding = envs.grounding()[ask] if sim_grounding else None
         prediction = model.predict(list(obs["image"][ask]), [envs.instructions[k] for k in ask], unnorm_key,
                                    restrict_to_actions=restrict_to_actions, proprio=list(obs["proprio"][ask]),
-                                   grounding=grounding, use_pointer=use_pointer)
+                                   grounding=grounding)
         return prediction.next_actions
 
     return predict
