@@ -125,5 +125,6 @@ def test_videos_fall_back_to_gif_without_an_encoder(tmp_path, monkeypatch):
     frames = [np.full((32, 48, 3), 30 * t, dtype=np.uint8) for t in range(3)]
     path = write_episode_video(frames, tmp_path / "ep", "stack the cube", "failure: dropped", fps=4)
     assert path.suffix == ".gif" and not list(tmp_path.glob(".*tmp*"))
-    shown = list(_gif_frames(path))
-    assert len(shown) == 3 + 4 and shown[0].size[1] == 256 + 2 * 22  # upscaled to 256 px high, plus captions
+    shown = list(_gif_frames(path))  # Pillow merges identical frames: the held outcome is one longer frame
+    assert sum(frame.info["duration"] for frame in shown) == (3 + 4) * 250
+    assert shown[0].size[1] == 256 + 2 * 22  # upscaled to 256 px high, plus the caption bands
