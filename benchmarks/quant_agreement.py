@@ -90,7 +90,7 @@ def main() -> None:
     reference = robovla.load_pretrained(args.checkpoint, dtype="float32")
     observations = collect_observations(reference, args.observations, args.suite, args.seed, num_envs=10)
     # the checkpoint's own token selection, and greedy (the reference's) when that differs
-    selections = list(dict.fromkeys([reference.config.action_selection, "greedy"]))
+    selections = list(dict.fromkeys([reference.recipe.selection, "greedy"]))
     rows = []
     for selection, (dtype, quantization) in itertools.product(selections, VARIANTS):
         ref_ids, ref_actions = predict_all(reference, observations, selection)

@@ -1,4 +1,4 @@
-"""Action chunks (`config.action_chunk`) and how a decoding step picks its token (`pick_tokens`)."""
+"""Action chunks (`recipe.action_chunk`) and how a decoding step picks its token (`pick_tokens`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ STATS = {"tabletop_default": {"action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0]
 @pytest.fixture(scope="module")
 def model():
     config = robovla.preset("tiny")
-    config.extra["robovla_action_chunk"] = 3
+    config.recipe = robovla.Recipe(action_chunk=3)
     return robovla.build_model(config, norm_stats=STATS, seed=2)
 
 
@@ -122,8 +122,6 @@ def test_temporal_ensembling_averages_the_overlapping_predictions(model):
 
 
 def test_the_default_selection_is_validated():
-    config = robovla.preset("tiny")
-    config.action_selection = "median"
-    assert config.extra["robovla_action_selection"] == "median" and config.action_selection == "median"
-    with pytest.raises(RobovlaError, match="unknown selection 'beam'; valid: greedy, median, sample"):
-        config.action_selection = "beam"
+    assert robovla.Recipe(selection="median").selection == "median"
+    with pytest.raises(RobovlaError, match="recipe field 'selection' is 'beam'; valid: greedy, median, sample"):
+        robovla.Recipe(selection="beam")

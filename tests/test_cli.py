@@ -89,9 +89,9 @@ def test_export_writes_a_half_size_model_without_training_state(capsys, tmp_path
     assert not (out / "training_state").exists()
     model = robovla.load_pretrained(out)
     assert model.config.norm_stats == robovla.load_pretrained(TINY_CHECKPOINT).config.norm_stats
-    assert model.config.action_selection == "greedy"
+    assert model.recipe.selection == "greedy"
     code, _, err = run_cli(capsys, "export", "--checkpoint", str(TINY_CHECKPOINT), "--out", str(out))
     assert code == 2 and "already exists" in err
     median = tmp_path / "median"
     assert run_cli(capsys, "export", "--checkpoint", str(wide), "--out", str(median), "--selection", "median")[0] == 0
-    assert robovla.load_pretrained(median).config.action_selection == "median"
+    assert robovla.load_pretrained(median).recipe.selection == "median"

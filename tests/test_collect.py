@@ -81,7 +81,7 @@ def test_dagger_keeps_policy_driven_episodes_with_expert_labels(tmp_path):
                           workers=1, progress=False)
     stats = json.loads((expert_only.out / "dataset_statistics.json").read_text())
     config = robovla.preset("tiny")
-    config.extra["robovla_proprio"] = True
+    config.recipe = robovla.Recipe(proprio=True)
     policy = robovla.save_pretrained(robovla.build_model(config, norm_stats=stats, seed=1), tmp_path / "policy")
     dagger = CollectConfig(episodes=2, image_size=24, seed=5, noise=0.0, policy=str(policy), policy_share=1.0)
     result = collect(dagger, tmp_path / "dagger", workers=1, progress=False)

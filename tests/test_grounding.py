@@ -1,4 +1,4 @@
-"""Grounding tokens (`config.uses_grounding`): the model first says where the named objects are, then acts."""
+"""Grounding tokens (`recipe.grounding`): the model first says where the named objects are, then acts."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ STATE = np.zeros(7)
 @pytest.fixture(scope="module")
 def model():
     config = robovla.preset("tiny")
-    config.extra.update(robovla_proprio=True, robovla_grounding=True)
+    config.recipe = robovla.Recipe(proprio=True, grounding=True)
     return robovla.build_model(config, norm_stats=STATS, seed=5)
 
 

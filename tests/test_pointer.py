@@ -28,7 +28,7 @@ STATE = np.zeros(7)
 
 def pointer_model(layer: int = 1) -> robovla.VLA:
     config = robovla.preset("tiny")
-    config.extra.update(robovla_proprio=True, robovla_grounding=True)
+    config.recipe = robovla.Recipe(proprio=True, grounding=True, grounding_source="pointer")
     config.extra[CONFIG_KEY] = PointerConfig(layer=layer, width=16, heads=2).to_dict()
     model = robovla.build_model(config, norm_stats=STATS, seed=3)
     grid = 16
@@ -173,7 +173,7 @@ def test_a_pointer_checkpoint_round_trips_and_compiled_inference_keeps_it(tmp_pa
 
 def test_a_bad_pointer_layer_is_refused():
     config = robovla.preset("tiny")
-    config.extra.update(robovla_grounding=True)
+    config.recipe = robovla.Recipe(grounding=True)
     config.extra[CONFIG_KEY] = {"layer": 7}
     with pytest.raises(RobovlaError, match="layer must name one of the 2"):
         robovla.build_model(config, norm_stats=STATS)
@@ -188,7 +188,7 @@ def test_fit_pointer_command_writes_a_policy_with_its_pointer(tmp_path, capsys):
     assert main(["collect", "--episodes", "4", "--max-frames", "3", "--out", str(data), "--workers", "1",
                  "--image-size", "32", "--quiet"]) == 0
     config = robovla.preset("tiny")
-    config.extra.update(robovla_proprio=True, robovla_grounding=True)
+    config.recipe = robovla.Recipe(proprio=True, grounding=True)
     robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
     out = tmp_path / "with-pointer"
     args = ["fit-pointer", "--checkpoint", str(tmp_path / "policy"), "--datasets", str(data), "--out", str(out),
@@ -233,7 +233,7 @@ def test_server_metadata_says_where_the_grounding_comes_from():
 
 def test_fit_pointer_refuses_a_layer_the_policy_does_not_have(tmp_path):
     config = robovla.preset("tiny")
-    config.extra.update(robovla_proprio=True, robovla_grounding=True)
+    config.recipe = robovla.Recipe(proprio=True, grounding=True)
     robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
     from robovla.train.pointer import fit_pointer
 

@@ -1,4 +1,4 @@
-"""Robot state in the prompt (`config.uses_proprio`): one encoding for training, evaluation and the server."""
+"""Robot state in the prompt (`recipe.proprio`): one encoding for training, evaluation and the server."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ STATE = np.array([0.1, -0.05, 0.1, 0.0, 0.0, 0.5, 0.75])
 @pytest.fixture(scope="module")
 def model():
     config = robovla.preset("tiny")
-    config.extra["robovla_proprio"] = True
+    config.recipe = robovla.Recipe(proprio=True)
     return robovla.build_model(config, norm_stats=STATS, seed=3)
 
 
@@ -77,7 +77,7 @@ def test_missing_or_malformed_state_is_a_clear_error(model):
 def test_setting_survives_save_and_load(model, tmp_path):
     folder = robovla.save_pretrained(model, tmp_path / "ckpt")
     loaded = robovla.load_pretrained(folder)
-    assert loaded.config.uses_proprio and loaded.processor.uses_proprio
+    assert loaded.recipe.proprio and loaded.processor.uses_proprio
     a = model.predict_action(picture(4), "push the cube", "tabletop_default", proprio=STATE)
     b = loaded.predict_action(picture(4), "push the cube", "tabletop_default", proprio=STATE)
     np.testing.assert_array_equal(a, b)

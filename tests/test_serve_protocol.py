@@ -19,9 +19,9 @@ STATS = {"tabletop_default": {"action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0]
 @pytest.fixture(scope="module")
 def proprio_chunk_model():
     config = robovla.preset("tabletop-cpu")  # reads the robot state as prompt tokens
-    config.extra["robovla_action_chunk"] = 3
+    config.recipe = robovla.Recipe(proprio=True, action_chunk=3)
     model = robovla.build_model(config, norm_stats=STATS, seed=2)
-    assert model.config.uses_proprio and model.config.action_chunk == 3
+    assert model.recipe.proprio and model.recipe.action_chunk == 3
     return model
 
 

@@ -141,7 +141,7 @@ def test_a_chunking_model_sends_its_whole_chunk_over_both_protocols():
     import robovla
 
     config = robovla.preset("tiny")
-    config.extra["robovla_action_chunk"] = 3
+    config.recipe = robovla.Recipe(action_chunk=3)
     stats = {"sim": {"action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0] * 6 + [1.0], "mask": [True] * 6 + [False]}}}
     model = robovla.build_model(config, norm_stats=stats, seed=4)
     server_config = ServerConfig(max_wait_ms=1.0)

@@ -19,9 +19,9 @@ SEEDED_EPISODES, SEEDED_SUCCESSES = 10, 5
 def test_shipped_policy_is_small_and_carries_its_recipe():
     model = robovla.load_pretrained(SHIPPED)
     config = model.config
-    assert config.uses_proprio and config.uses_grounding and config.action_chunk == 4
+    assert config.recipe == robovla.Recipe(proprio=True, grounding=True, grounding_source="pointer", action_chunk=4,
+                                   selection="median")
     assert model.vision_backbone.num_patches == 256  # the tabletop-fine preset: 8 px patches
-    assert config.action_selection == "median"
     assert sum(f.stat().st_size for f in SHIPPED.iterdir()) < 16 * 2**20  # bf16 weights, no training state
     assert not (SHIPPED / "training_state").exists()
     provenance = json.loads((SHIPPED / "training_config.json").read_text())

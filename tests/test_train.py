@@ -261,11 +261,11 @@ def test_proprio_can_be_switched_off_and_added_when_fine_tuning(dataset, tmp_pat
     image = np.full((128, 128, 3), 180, np.uint8)
     plain = Path(train(config(dataset, tmp_path / "plain", steps=2, proprio=False)).checkpoint)
     model = robovla.load_pretrained(plain)
-    assert not model.config.uses_proprio
+    assert not model.recipe.proprio
     model.predict_action(image, "pick up the red cube")  # the image-only model needs no state
     tuned = Path(train(config(dataset, tmp_path / "tuned", steps=2, checkpoint=str(plain), proprio=True)).checkpoint)
     model = robovla.load_pretrained(tuned)
-    assert model.config.uses_proprio
+    assert model.recipe.proprio
     with pytest.raises(RobovlaError, match="pass proprio"):
         model.predict_action(image, "pick up the red cube")
     assert model.predict_action(image, "pick up the red cube", proprio=np.zeros(7)).shape == (7,)
@@ -279,7 +279,7 @@ def test_grounding_run_reports_its_tokens_and_needs_labels(dataset, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {"grounding_accuracy", "grounding_l1"} <= set(records[-2])
     model = robovla.load_pretrained(Path(summary.checkpoint))
-    assert model.config.uses_grounding and len(model.norm_stats["synthetic"]["grounding"]["q01"]) == 2
+    assert model.recipe.grounding and len(model.norm_stats["synthetic"]["grounding"]["q01"]) == 2
     prediction = model.predict([np.full((128, 128, 3), 180, np.uint8)], ["pick up the red cube"],
                                proprio=[np.zeros(7)])
     assert prediction.grounding.shape == (1, 2) and prediction.actions.shape == (1, 7)

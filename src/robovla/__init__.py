@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "PRESETS": "robovla.config",
+    "Recipe": "robovla.config",
     "TextConfig": "robovla.config",
     "VLAConfig": "robovla.config",
     "list_presets": "robovla.config",

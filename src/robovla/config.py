@@ -16,6 +16,13 @@ from typing import Any
 from robovla.errors import RobovlaError
 
 SELECTIONS = ("greedy", "median", "sample")  # how a decoding step picks its token (`pick_tokens`)
+GROUNDING_SOURCES = ("tokens", "pointer")  # who says where the named objects are: the LLM, or a pointer head
+ACTION_HEADS = ("tokens",)  # how actions come out: 256-bin tokens decoded one after another (the reference's)
+RECIPE_KEY = "robovla_recipe"  # config.json key of a model's recipe
+# config.json keys of checkpoints written before the recipe had one key: old key -> recipe field
+LEGACY_RECIPE_KEYS = {"robovla_proprio": "proprio", "robovla_grounding": "grounding",
+                      "robovla_action_chunk": "action_chunk", "robovla_action_selection": "selection"}
+POINTER_KEY = "robovla_grounding_pointer"  # the grounding pointer's shape (its weights: grounding_pointer.*)
 
 DINOV2_TIMM_ID = "vit_large_patch14_reg4_dinov2.lvd142m"
 SIGLIP_TIMM_ID = "vit_so400m_patch14_siglip_224"
@@ -99,6 +106,78 @@ class TextConfig:
         return config
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What a model reads and says around OpenVLA's image + instruction -> action tokens, in one place.
+
+    The plain recipe (every default) is the reference's: one image, no robot state, one action of 256-bin tokens
+    decoded greedily. Processing, training, evaluation and serving all read it from `VLAConfig.recipe`;
+    config.json stores it under `robovla_recipe` (older checkpoints' separate keys are read into it)."""
+
+    cameras: tuple[str, ...] = ("image",)  # observation images, in the order their patches enter the prompt
+    proprio: bool = False  # the robot state enters the prompt as tokens
+    grounding: bool = False  # the model first says where the instruction's target and goal are (an embodied CoT)
+    grounding_source: str = "tokens"  # who says it at inference: the LLM's own tokens, or a grounding pointer
+    action_chunk: int = 1  # actions predicted per call, executed in order
+    action_head: str = "tokens"  # how actions come out (ACTION_HEADS)
+    selection: str = "greedy"  # how each action token is picked (SELECTIONS)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cameras, list):
+            object.__setattr__(self, "cameras", tuple(self.cameras))
+        if not self.cameras or not all(isinstance(c, str) and c for c in self.cameras):
+            raise RobovlaError(f"recipe field 'cameras' must name at least one camera, got {self.cameras!r}")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise RobovlaError(f"recipe field 'cameras' names a camera twice: {list(self.cameras)}")
+        for name in ("proprio", "grounding"):
+            if not isinstance(getattr(self, name), bool):
+                raise RobovlaError(f"recipe field {name!r} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.action_chunk, bool) or not isinstance(self.action_chunk, int) or self.action_chunk < 1:
+            raise RobovlaError(f"recipe field 'action_chunk' must be a whole number >= 1, got {self.action_chunk!r}")
+        choices = {"grounding_source": GROUNDING_SOURCES, "action_head": ACTION_HEADS, "selection": SELECTIONS}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise RobovlaError(f"recipe field {name!r} is {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        if self.grounding_source == "pointer" and not self.grounding:
+            raise RobovlaError("recipe field 'grounding_source' is 'pointer', but 'grounding' is false: a pointer "
+                               "supplies grounding tokens, so the model needs them")
+
+    @property
+    def is_reference(self) -> bool:
+        return self == Recipe()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["cameras"] = list(self.cameras)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "config.json") -> "Recipe":
+        """A recipe from its JSON form; an unknown field is an error naming it (a typo must not pass silently)."""
+        if not isinstance(data, dict):
+            raise RobovlaError(f"{where}: {RECIPE_KEY} must be an object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RobovlaError(f"{where}: unknown recipe field(s) {', '.join(map(repr, unknown))}; "
+                               f"known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def from_config_keys(cls, extra: dict[str, Any], where: str = "config.json") -> "Recipe":
+        """Take the recipe out of config.json's extra keys: `robovla_recipe`, or the separate keys older
+        checkpoints wrote (with the pointer's presence meaning grounding_source 'pointer'). Removes them."""
+        legacy = {field: extra.pop(key) for key, field in LEGACY_RECIPE_KEYS.items() if key in extra}
+        if RECIPE_KEY in extra:
+            if legacy:
+                raise RobovlaError(f"{where}: both {RECIPE_KEY} and the older keys "
+                                   f"{', '.join(k for k in LEGACY_RECIPE_KEYS if LEGACY_RECIPE_KEYS[k] in legacy)}")
+            return cls.from_dict(extra.pop(RECIPE_KEY), where)
+        if POINTER_KEY in extra:
+            legacy["grounding_source"] = "pointer"
+        return cls(**{k: (int(v) if k == "action_chunk" else v) for k, v in legacy.items()})
+
+
 @dataclass
 class VLAConfig:
     """Everything that fixes the architecture and the action space of a VLA."""
@@ -120,6 +199,8 @@ class VLAConfig:
     hf_llm_id: str = "meta-llama/Llama-2-7b-hf"
     llm_max_length: int = 2048
     output_projector_states: bool = False
+    # What the model reads and says beyond the reference's single image -> action tokens (robovla's extensions).
+    recipe: Recipe = field(default_factory=Recipe)
     # Keys of config.json we carry but do not interpret (kept for lossless round trips).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -132,6 +213,9 @@ class VLAConfig:
             )
         if self.timm_override_kwargs is not None and len(self.timm_override_kwargs) < n_backbones:
             raise RobovlaError("config: timm_override_kwargs must have one entry per timm_model_ids entry")
+        if (self.recipe.grounding_source == "pointer") != (POINTER_KEY in self.extra):
+            raise RobovlaError(f"config: recipe field 'grounding_source' is {self.recipe.grounding_source!r} but "
+                               f"{POINTER_KEY} (the pointer's shape) is {'missing' if POINTER_KEY not in self.extra else 'present'}")
         if self.action_vocab_size < self.n_action_bins:
             raise RobovlaError(
                 f"config: the base vocabulary ({self.action_vocab_size}) is smaller than n_action_bins "
@@ -147,35 +231,6 @@ class VLAConfig:
         """The base vocabulary whose last `n_action_bins` ids are the action tokens (32000 for openvla-7b)."""
         return self.text_config.vocab_size - self.pad_to_multiple_of
 
-    @property
-    def uses_proprio(self) -> bool:
-        """Whether prompts carry the robot state as tokens (robovla's extension; the reference reads images only)."""
-        return bool(self.extra.get("robovla_proprio", False))
-
-    @property
-    def action_selection(self) -> str:
-        """How `predict` picks each action token by default: one of `SELECTIONS`, "greedy" (the reference's)
-        unless the checkpoint says otherwise (robovla's extension; see `model.decoding.pick_tokens`)."""
-        return str(self.extra.get("robovla_action_selection", "greedy"))
-
-    @action_selection.setter
-    def action_selection(self, selection: str) -> None:
-        if selection not in SELECTIONS:
-            raise RobovlaError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
-        self.extra["robovla_action_selection"] = selection
-
-    @property
-    def action_chunk(self) -> int:
-        """Actions predicted per call (robovla's extension; the reference predicts 1): the next K actions,
-        executed in order, carry a policy through pauses (a grasp closing) that one observation cannot tell apart."""
-        return int(self.extra.get("robovla_action_chunk", 1))
-
-    @property
-    def uses_grounding(self) -> bool:
-        """Whether the model first says where the instruction's objects are (grounding tokens), then acts:
-        an embodied chain of thought, trained on the simulator's labels (robovla's extension)."""
-        return bool(self.extra.get("robovla_grounding", False))
-
     def backbone_kwargs(self, index: int) -> dict[str, Any]:
         if self.timm_override_kwargs is None:
             return {}
@@ -187,10 +242,11 @@ class VLAConfig:
         if data.get("model_type") not in (None, "openvla"):
             raise RobovlaError(f"config.json: model_type is {data.get('model_type')!r}, expected 'openvla'")
         data = copy.deepcopy(data)
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "text_config"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "text_config", "recipe"}
         kwargs = {k: data.pop(k) for k in list(data) if k in known}
         kwargs["text_config"] = TextConfig.from_hf_dict(data.pop("text_config", {}) or {})
         data.pop("auto_map", None)  # remote code is never executed
+        kwargs["recipe"] = Recipe.from_config_keys(data)
         kwargs["extra"] = data
         return cls(**kwargs)
 
@@ -201,8 +257,10 @@ class VLAConfig:
             "torch_dtype": "float32",
         }
         out.update(self.extra)
+        if not self.recipe.is_reference:  # a reference-layout checkpoint stays exactly the reference's file
+            out[RECIPE_KEY] = self.recipe.to_dict()
         for f in dataclasses.fields(self):
-            if f.name in ("extra", "text_config"):
+            if f.name in ("extra", "text_config", "recipe"):
                 continue
             out[f.name] = copy.deepcopy(getattr(self, f.name))
         out["text_config"] = self.text_config.to_hf_dict()
@@ -268,7 +326,8 @@ def _tabletop_cpu() -> VLAConfig:
             vocab_size=832, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
             pad_token_id=768, max_position_embeddings=512,
         ),
-        extra={"robovla_tokenizer": "tabletop-small", "robovla_proprio": True},
+        recipe=Recipe(proprio=True),
+        extra={"robovla_tokenizer": "tabletop-small"},
     )
 
 

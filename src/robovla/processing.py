@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from robovla.config import VLAConfig
+from robovla.config import Recipe, VLAConfig
 from robovla.errors import RobovlaError
 from robovla.model.action_tokenizer import ActionTokenizer
 from robovla.model.normalization import ActionNormalizer, resolve_unnorm_key
@@ -240,18 +240,14 @@ class VLAProcessor:
         tokenizer: TextTokenizer,
         action_tokenizer: ActionTokenizer,
         norm_stats: dict[str, Any] | None,
-        uses_proprio: bool = False,
-        uses_grounding: bool = False,
-        action_chunk: int = 1,
+        recipe: Recipe | None = None,
     ) -> None:
         self.image_config = image_config
         self.image_transform = ImageTransform(image_config)
         self.tokenizer = tokenizer
         self.action_tokenizer = action_tokenizer
         self.norm_stats = norm_stats or {}
-        self.uses_proprio = uses_proprio
-        self.uses_grounding = uses_grounding
-        self.action_chunk = action_chunk
+        self.recipe = recipe or Recipe()  # the model's (VLA.set_recipe keeps the two the same object)
 
     @classmethod
     def for_model(cls, config: VLAConfig, tokenizer: TextTokenizer, image_config: ImageProcessorConfig | None = None):
@@ -260,10 +256,20 @@ class VLAProcessor:
             tokenizer,
             ActionTokenizer(config.action_vocab_size, config.n_action_bins),
             config.norm_stats,
-            uses_proprio=config.uses_proprio,
-            uses_grounding=config.uses_grounding,
-            action_chunk=config.action_chunk,
+            config.recipe,
         )
+
+    @property
+    def uses_proprio(self) -> bool:
+        return self.recipe.proprio
+
+    @property
+    def uses_grounding(self) -> bool:
+        return self.recipe.grounding
+
+    @property
+    def action_chunk(self) -> int:
+        return self.recipe.action_chunk
 
     def normalizer(self, unnorm_key: str | None) -> ActionNormalizer:
         return ActionNormalizer.from_norm_stats(self.norm_stats, unnorm_key)

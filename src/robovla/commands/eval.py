@@ -97,7 +97,9 @@ def build_policy(args: argparse.Namespace):
             raise RobovlaError("--no-pointer: this model has no grounding pointer")
         model.set_grounding_pointer(None)  # the language model's own grounding tokens
     if args.selection:
-        model.config.action_selection = args.selection
+        from dataclasses import replace
+
+        model.set_recipe(replace(model.recipe, selection=args.selection))
     if args.compile:
         model.compile_inference()
     return policies.CheckpointPolicy(model, args.checkpoint, args.unnorm_key, not args.full_vocabulary,

@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype)
     model = robovla.load_pretrained(args.checkpoint, dtype=dtype)
     if args.selection:
-        model.config.action_selection = args.selection
+        from dataclasses import replace
+
+        model.set_recipe(replace(model.recipe, selection=args.selection))
     extras = {}
     config_file = Path(args.checkpoint) / "training_config.json"
     if config_file.exists():  # provenance: how the weights were trained

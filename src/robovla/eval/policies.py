@@ -113,10 +113,10 @@ class CheckpointPolicy(EvalPolicy):
                  sim_grounding: bool = False, options: dict[str, Any] | None = None) -> None:
         if execute is not None and ensemble is not None:
             raise RobovlaError("--ensemble asks at every step; it cannot be combined with --execute")
-        if ensemble is not None and model.config.action_chunk == 1:
+        if ensemble is not None and model.recipe.action_chunk == 1:
             raise RobovlaError("temporal ensembling needs a model that predicts action chunks; this one predicts "
                                "one action per call (action_chunk 1)")
-        if sim_grounding and not model.config.uses_grounding:
+        if sim_grounding and not model.recipe.grounding:
             raise RobovlaError("--sim-grounding needs a model with grounding tokens (trained with --grounding)")
         self.model = model
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
@@ -134,7 +134,7 @@ class CheckpointPolicy(EvalPolicy):
             from robovla.files import folder_sha256
             from robovla.model.factory import parameter_counts
 
-            config = self.model.config
+            recipe = self.model.recipe
             self._description = {
                 "kind": self.kind,
                 "name": self.checkpoint.name if self.checkpoint else "in-memory",
@@ -143,11 +143,11 @@ class CheckpointPolicy(EvalPolicy):
                 "parameters": int(parameter_counts(self.model)["total"]),
                 "unnorm_key": self.unnorm_key,
                 "restrict_to_actions": self.restrict_to_actions,
-                "selection": config.action_selection,
-                "action_chunk": config.action_chunk,
+                "selection": recipe.selection,
+                "action_chunk": recipe.action_chunk,
                 "execute": self.execute,
                 "ensemble": self.ensemble,
-                "grounding": None if not config.uses_grounding else "simulator" if self.sim_grounding else
+                "grounding": None if not recipe.grounding else "simulator" if self.sim_grounding else
                              "pointer" if self.model.grounding_pointer is not None else "tokens",
                 **self.options,
             }

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robovla.config import POINTER_KEY as CONFIG_KEY
 from robovla.errors import RobovlaError
-
-CONFIG_KEY = "robovla_grounding_pointer"
 
 
 @dataclass

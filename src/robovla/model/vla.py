@@ -8,7 +8,7 @@ attention mask hides it and position ids skip it, so every example sees exactly 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robovla.config import VLAConfig
+from robovla.config import POINTER_KEY, Recipe, VLAConfig
 from robovla.errors import RobovlaError
 from robovla.model.decoding import StaticCacheDecoder, compile_settings
 from robovla.model.normalization import resolve_unnorm_key
-from robovla.model.pointer import CONFIG_KEY as POINTER_KEY
 from robovla.model.pointer import GroundingPointer, PointerConfig, prefix_parts
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone
@@ -257,14 +256,27 @@ class VLA(nn.Module):
         return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits, selection,
                                       forced, greedy_steps, from_prefix)
 
+    @property
+    def recipe(self) -> Recipe:
+        return self.config.recipe
+
+    def set_recipe(self, recipe: Recipe) -> None:
+        """Change what the model reads and says (training with other options, `export --selection`): the config
+        and the processor hold the same recipe, and config.json saves it."""
+        self.config.recipe = recipe
+        if self.processor is not None:
+            self.processor.recipe = recipe
+
     def set_grounding_pointer(self, pointer: GroundingPointer | None) -> None:
         """Attach a fitted grounding pointer, or drop it (None: the language model says its own grounding tokens);
-        `config.json`'s `robovla_grounding_pointer` follows, so a saved checkpoint matches its weights."""
+        the recipe's grounding source and `config.json`'s `robovla_grounding_pointer` follow, so a saved
+        checkpoint matches its weights."""
         self.grounding_pointer = pointer
         if pointer is None:
             self.config.extra.pop(POINTER_KEY, None)
         else:
             self.config.extra[POINTER_KEY] = pointer.config.to_dict()
+        self.set_recipe(replace(self.config.recipe, grounding_source="tokens" if pointer is None else "pointer"))
 
     def _pointer_positions(self, hidden: torch.Tensor, mask: torch.Tensor | None, n_patches: int) -> torch.Tensor:
         """The grounding pointer's positions [B, G] (metres) from the prefix's hidden states [B, L, H] laid out
@@ -336,7 +348,7 @@ class VLA(nn.Module):
 
         One image (HxWx3 uint8 array or PIL image) and one string give a [action_dim] array; lists give
         [B, action_dim]. With return_token_ids=True the generated ids come back too: (actions, token_ids).
-        Models trained with the robot state (`config.uses_proprio`) also need `proprio`: one vector, or one per image.
+        Models trained with the robot state (`config.recipe.proprio`) also need `proprio`: one vector, or one per image.
         """
         single = isinstance(instructions, str)
         if single and proprio is not None:
@@ -359,7 +371,7 @@ class VLA(nn.Module):
         use_pointer: bool = True,
     ) -> ActionPrediction:
         """Batched `predict_action` with everything generated. `selection` None uses the checkpoint's
-        `config.action_selection` ("greedy", the reference's, unless `robovla export --selection` set another).
+        `config.recipe.selection` ("greedy", the reference's, unless `robovla export --selection` set another).
 
         Models with grounding tokens can be told where things are instead of saying it: `grounding` [B, G] in the
         dataset's units, NaN where the model should choose. The given values are emitted as its grounding tokens
@@ -388,7 +400,7 @@ class VLA(nn.Module):
 
         generated = self.generate_action_tokens(
             pixel_values, prompts.input_ids, mask, n_grounding + chunk * normalizer.action_dim, restrict_to_actions,
-            selection=selection or self.config.action_selection, forced=forced, greedy_steps=n_grounding,
+            selection=selection or self.config.recipe.selection, forced=forced, greedy_steps=n_grounding,
             pointer_grounding=pointer_grounding,
         ).cpu().numpy()
         chunk_ids = generated[:, n_grounding:].reshape(len(generated), chunk, normalizer.action_dim)

@@ -55,7 +55,7 @@ class PolicyService:
     def reply_actions(self, result: BatchedAction) -> np.ndarray:
         """What REST answers: a chunking model's whole chunk [horizon, action_dim], else the action [action_dim]
         (the reference OpenVLA reply)."""
-        return result.chunk if self.vla.config.action_chunk > 1 else result.action
+        return result.chunk if self.vla.recipe.action_chunk > 1 else result.action
 
 
 def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> dict[str, Any]:
@@ -83,10 +83,10 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         # the robot state's length (None: the model reads no state); per dataset in proprio_dims
         "proprio_dim": next(iter(set(proprio_dims.values()))) if len(set(proprio_dims.values())) == 1 else None,
         "proprio_dims": proprio_dims,
-        "action_horizon": vla.config.action_chunk,  # actions per reply: REST /act and the websocket send them all
+        "action_horizon": vla.recipe.action_chunk,  # actions per reply: REST /act and the websocket send them all
         "restrict_to_actions": config.restrict_to_actions,  # greedy over the 256 action tokens only
         # whether the model first says where the named objects are, and how: its pointer or its own tokens
-        "grounding": None if not vla.config.uses_grounding else
+        "grounding": None if not vla.recipe.grounding else
                      "pointer" if vla.grounding_pointer is not None else "tokens",
         "max_batch_size": config.max_batch_size,
         "max_batch_request": config.max_batch_request,

@@ -108,6 +108,12 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def recipe_for(self, base: Any) -> Any:
+        """`base` (the preset's or checkpoint's `Recipe`) with the recipe options this run sets."""
+        changes = {name: getattr(self, name) for name in ("proprio", "grounding", "action_chunk")
+                   if getattr(self, name) is not None}
+        return dataclasses.replace(base, **changes)
+
     def differences(self, other: "TrainConfig") -> list[str]:
         """Keys whose values differ (ignoring those a resumption may change)."""
         a, b = self.to_dict(), other.to_dict()

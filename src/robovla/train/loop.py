@@ -64,12 +64,6 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
-# TrainConfig options that override the model's recipe: (option, config.extra key, processor attribute)
-RECIPE_OVERRIDES = (
-    ("proprio", "robovla_proprio", "uses_proprio"),
-    ("grounding", "robovla_grounding", "uses_grounding"),
-    ("action_chunk", "robovla_action_chunk", "action_chunk"),
-)
 
 
 def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
@@ -82,11 +76,7 @@ def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
                            "(robovla fit-pointer)", config.checkpoint)
     else:
         model = robovla.build_model(config.preset, device=device, seed=config.seed)
-    for option, extra_key, processor_attribute in RECIPE_OVERRIDES:
-        value = getattr(config, option)
-        if value is not None:  # saved in config.json, so the trained checkpoint keeps the recipe
-            model.config.extra[extra_key] = value
-            setattr(model.processor, processor_attribute, value)
+    model.set_recipe(config.recipe_for(model.recipe))  # saved in config.json: the checkpoint keeps it
     return model
 
 
