@@ -1,15 +1,20 @@
-"""`make demo` runs end to end (whichever branch applies: shipped policy, or the pieces without one)."""
+"""`make demo`: the shipped policy acts in the simulator, succeeds, and leaves a filmstrip."""
 
 from __future__ import annotations
 
-from robovla.demo import main, shipped_policy_path
+import re
+
+from PIL import Image
+
+from robovla.demo import main
 
 
-def test_demo_runs_and_saves_a_filmstrip(tmp_path, capsys):
-    main(["--episodes", "2", "--out", str(tmp_path)])
+def test_demo_succeeds_and_saves_a_filmstrip(tmp_path, capsys):
+    main(["--episodes", "4", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "success" in out and "episode 1:" in out
-    assert (tmp_path / "episode.png").stat().st_size > 0
-    if not (shipped_policy_path() / "config.json").exists():
-        assert "saved and reloaded an openvla-7b-layout checkpoint" in out
-        assert "success 2/2" in out  # the scripted expert solves its episodes
+    assert "episode 3:" in out
+    successes, episodes = map(int, re.search(r"success (\d+)/(\d+)", out).groups())
+    # measured on these validation seeds: 3/4; a policy that never succeeds fails here
+    assert episodes == 4 and successes >= 2, out
+    strip = Image.open(tmp_path / "episode.png")
+    assert strip.height == 128 and strip.width >= 128 * 4  # frames of a successful episode, side by side

@@ -146,6 +146,7 @@ def test_compiled_inference_matches_eager():
     np.testing.assert_array_equal(single, eager.token_ids[1])
 
 
+@pytest.mark.slow  # ~30 s of compiling on 2 cores
 def test_warm_up_compiles_what_later_batches_and_instructions_need():
     """After `warm_up`, batches of other sizes, padded or not, with new instructions compile nothing new."""
     from torch._dynamo.utils import counters

@@ -12,16 +12,30 @@ from torch import nn
 import robovla
 import robovla.quantize
 from conftest import CONFORMANCE, TINY_CHECKPOINT, case_image
-from robovla.quantize import QuantizedLinear, module_bytes, pack_int4, quantize_groups, unpack_int4
+from robovla.quantize import QuantizedLinear, module_bytes, quantize_groups, quantize_uint4_groups
 
 CASES = json.loads((CONFORMANCE / "cases.json").read_text())["cases"]
 
 
-def test_int4_nibble_pack_round_trip():
-    values = torch.randint(-8, 8, (5, 12), dtype=torch.int8)
-    packed = pack_int4(values)
-    assert packed.dtype == torch.uint8 and packed.shape == (5, 6)
-    assert torch.equal(unpack_int4(packed), values)
+def test_int4_groups_and_the_packed_kernel_against_the_definition():
+    """Asymmetric 4-bit groups: 16 levels from each group's minimum to its maximum. The kernel's output must be
+    x @ W' + b with W' rebuilt here from that definition alone, not from the quantizer's own scales."""
+    torch.manual_seed(1)
+    weight = torch.randn(16, 128)
+    values, scale_zero = quantize_uint4_groups(weight, 64)
+    grouped = weight.reshape(16, 2, 64)
+    low, high = grouped.amin(-1), grouped.amax(-1)
+    step = (high - low) / 15
+    expected_values = torch.round((grouped - low[..., None]) / step[..., None]).reshape(16, 128)
+    assert torch.equal(values.float(), expected_values) and values.min() == 0 and values.max() == 15
+    rebuilt = (low[..., None] + expected_values.reshape(16, 2, 64) * step[..., None]).reshape(16, 128)
+    assert (rebuilt - weight).abs().max() <= step.max() / 2 + 1e-6
+    linear = nn.Linear(128, 16)
+    linear.weight.data.copy_(weight)
+    x = torch.randn(3, 128)
+    out = QuantizedLinear(linear, 4, group_size=64)(x.to(torch.bfloat16)).float()
+    reference = x.to(torch.bfloat16).float() @ rebuilt.T + linear.bias.detach()
+    assert torch.allclose(out, reference, atol=0.05, rtol=0.02)
 
 
 @pytest.mark.parametrize("bits, tolerance", [(8, 0.01), (4, 0.15)])

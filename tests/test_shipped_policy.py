@@ -38,3 +38,22 @@ def test_shipped_policy_succeeds_on_seeded_scenes():
     settings = EvalSettings(episodes=SEEDED_EPISODES, num_envs=SEEDED_EPISODES, progress=False)
     result = evaluate(CheckpointPolicy(robovla.load_pretrained(SHIPPED), SHIPPED), settings)["conditions"]
     assert result["tabletop-train"]["successes"] >= SEEDED_SUCCESSES, result
+
+
+@pytest.mark.slow
+def test_shipped_policy_reproduces_its_committed_results(tmp_path):
+    """results/shipped-policy (make eval-shipped) again, 300 episodes: the same successes, episode by episode."""
+    from pathlib import Path
+
+    from robovla.cli import main
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "shipped-policy"
+    recorded = json.loads((committed / "run.json").read_text())["argv"]
+    argv = list(recorded)
+    del argv[argv.index("--videos"): argv.index("--videos") + 2]  # the videos are not what is compared
+    argv[argv.index("--out") + 1] = str(tmp_path)
+    argv[argv.index("--checkpoint") + 1] = str(SHIPPED)
+    assert main([*argv, "--quiet"]) == 0
+    mine = json.loads((tmp_path / "results.json").read_text())
+    theirs = json.loads((committed / "results.json").read_text())
+    assert mine["conditions"] == theirs["conditions"] and mine["overall"] == theirs["overall"]

@@ -52,18 +52,6 @@ def quantize_uint4_groups(weight: torch.Tensor, group: int) -> tuple[torch.Tenso
     return values.to(torch.int32).reshape(out_features, in_features), torch.stack([scale.T, zero.T], dim=-1)
 
 
-def pack_int4(values: torch.Tensor) -> torch.Tensor:
-    """int8 values in [-8, 7], [out, in] (in even) -> uint8 [out, in/2], two nibbles per byte."""
-    shifted = (values.to(torch.int16) + 8).to(torch.uint8)
-    return shifted[:, 0::2] | (shifted[:, 1::2] << 4)
-
-
-def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    low = (packed & 0x0F).to(torch.int8) - 8
-    high = (packed >> 4).to(torch.int8) - 8
-    return torch.stack([low, high], dim=-1).reshape(packed.shape[0], packed.shape[1] * 2)
-
-
 # Up to this many rows (tokens) the int8 kernel beats dequantise + float matmul (decode steps); measured.
 _INT8_KERNEL_MAX_ROWS = 32
 

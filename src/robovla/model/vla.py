@@ -19,7 +19,7 @@ from torch import nn
 from robovla.config import POINTER_KEY, Recipe, VLAConfig
 from robovla.errors import RobovlaError
 from robovla.model.decoding import StaticCacheDecoder, compile_settings
-from robovla.model.normalization import resolve_unnorm_key
+from robovla.processing import resolve_unnorm_key
 from robovla.model.pointer import GroundingPointer, PointerConfig, prefix_parts
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone

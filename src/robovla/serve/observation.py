@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from robovla.errors import RobovlaError
-from robovla.model.normalization import resolve_unnorm_key
+from robovla.processing import resolve_unnorm_key
 from robovla.processing import VLAProcessor, build_prompt, to_pil_rgb
 from robovla.serve.errors import RequestError
 

@@ -91,7 +91,7 @@ class TabletopEnv(gymnasium.Env):
         self._renderer: OffscreenRenderer | None = None
         self._substeps = max(MOCAP_UPDATES, round(1.0 / (self.embodiment.control_hz * TIMESTEP) / MOCAP_UPDATES) * MOCAP_UPDATES)
         self.episode: EpisodeSpec | None = None
-        self.expert = None  # the scripted expert of the current episode, made at reset
+        self.expert = None  # the scripted expert of the current episode, made by `expert_action` when first asked
 
     # --- gymnasium API -------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
@@ -102,9 +102,7 @@ class TabletopEnv(gymnasium.Env):
         if self.config.instructions == "paraphrase":
             episode = paraphrased(episode, self._rng)  # drawn after the scene: the same seed gives the same scene
         self._load(episode)
-        from robovla.sim.expert import ScriptedExpert
-
-        self.expert = ScriptedExpert(self)
+        self.expert = None
         return self._observe(), self._info(False)
 
     def step(self, action) -> tuple[dict, float, bool, bool, dict]:

@@ -164,7 +164,10 @@ class ScriptedExpert:
 
 
 def expert_action(env: TabletopEnv) -> np.ndarray:
-    """The noise-free scripted expert's next action for the env's current episode."""
-    if env.expert is None:
+    """The noise-free scripted expert's next action for the env's current episode (its expert is made at the
+    first call after a reset and kept on the env: it remembers the episode's phase)."""
+    if env.episode is None:
         raise RuntimeError("call env.reset() before expert_action(env)")
+    if env.expert is None or env.expert.episode is not env.episode:
+        env.expert = ScriptedExpert(env)
     return env.expert.act()
