@@ -31,10 +31,11 @@ VARIANTS = (("float32", None), ("bfloat16", None), ("float32", "int8"), ("float3
 def collect_observations(model: robovla.VLA, count: int, suite: str, seed: int, num_envs: int) -> list[dict]:
     """Observations the float policy itself visits, from seeded episodes, until `count` are gathered."""
     from robovla.eval.rollout import policy_actor, run_episodes
+    from robovla.policy import Policy
     from robovla.sim import VectorEnv, get_embodiment, make_env
 
     size = model.processor.image_config.image_sizes[0]
-    policy = policy_actor(model, get_embodiment("default").dataset_name)
+    policy = policy_actor(Policy(model, get_embodiment("default").dataset_name, restrict_to_actions=True))
     observations: list[dict] = []
 
     def recording_actor(envs, obs, running):

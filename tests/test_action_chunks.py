@@ -67,6 +67,7 @@ def test_a_model_that_does_not_chunk_has_one_next_action(tiny_vla):
 
 def test_rollout_executes_a_chunk_before_asking_again(model):
     from robovla.eval.rollout import policy_actor
+    from robovla.policy import Policy
     from robovla.sim.env import make_env
     from robovla.sim.vector import VectorEnv
 
@@ -81,7 +82,7 @@ def test_rollout_executes_a_chunk_before_asking_again(model):
     try:
         envs = VectorEnv([make_env("tabletop-train", image_size=32) for _ in range(2)])
         obs, _ = envs.reset(seeds=[1, 2])
-        act = policy_actor(model, "tabletop_default")
+        act = policy_actor(Policy(model, "tabletop_default", restrict_to_actions=True))
         first = act(envs, obs, np.array([0, 1]))
         chunk = real_predict(list(obs["image"]), list(envs.instructions), "tabletop_default",
                              restrict_to_actions=True).chunk
@@ -91,7 +92,7 @@ def test_rollout_executes_a_chunk_before_asking_again(model):
         assert calls == [2]  # three actions from one call
         act(envs, obs, np.array([1]))
         assert calls == [2, 1]
-        replanning = policy_actor(model, "tabletop_default", execute=1)  # first action only, then ask again
+        replanning = policy_actor(Policy(model, "tabletop_default", restrict_to_actions=True), execute=1)  # first action only, then ask again
         for _ in range(2):
             assert np.allclose(replanning(envs, obs, np.array([0, 1])), chunk[:, 0])
         assert calls == [2, 1, 2, 2]
@@ -102,6 +103,7 @@ def test_rollout_executes_a_chunk_before_asking_again(model):
 
 def test_temporal_ensembling_averages_the_overlapping_predictions(model):
     from robovla.eval.rollout import policy_actor
+    from robovla.policy import Policy
     from robovla.sim.env import make_env
     from robovla.sim.vector import VectorEnv
 
@@ -110,7 +112,7 @@ def test_temporal_ensembling_averages_the_overlapping_predictions(model):
     chunk = model.predict(list(obs["image"]), list(envs.instructions), "tabletop_default",
                           restrict_to_actions=True).chunk  # the same observation gives the same chunk each step
     m = 0.5
-    act = policy_actor(model, "tabletop_default", ensemble=m)
+    act = policy_actor(Policy(model, "tabletop_default", restrict_to_actions=True), ensemble=m)
     w = np.exp(-m * np.arange(3))
     assert np.allclose(act(envs, obs, np.array([0, 1])), chunk[:, 0], atol=1e-6)
     assert np.allclose(act(envs, obs, np.array([0, 1])), (w[0] * chunk[:, 0] + w[1] * chunk[:, 1]) / w[:2].sum(),

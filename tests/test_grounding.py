@@ -136,6 +136,7 @@ def test_given_grounding_is_validated(model, tiny_vla):
 
 def test_rollout_can_give_the_policy_the_true_grounding(model):
     from robovla.eval.rollout import policy_actor
+    from robovla.policy import Policy
     from robovla.sim.env import make_env
     from robovla.sim.vector import VectorEnv
 
@@ -150,10 +151,11 @@ def test_rollout_can_give_the_policy_the_true_grounding(model):
     try:
         envs = VectorEnv([make_env("tabletop-train", image_size=32) for _ in range(2)])
         obs, _ = envs.reset(seeds=[5, 6])
-        actions = policy_actor(model, "tabletop_default", sim_grounding=True)(envs, obs, np.array([0, 1]))
+        policy = Policy(model, "tabletop_default", restrict_to_actions=True)
+        actions = policy_actor(policy, sim_grounding=True)(envs, obs, np.array([0, 1]))
         assert actions.shape == (2, 7)
         np.testing.assert_allclose(seen[0], [env.grounding() for env in envs.envs])
-        policy_actor(model, "tabletop_default")(envs, obs, np.array([0, 1]))
+        policy_actor(policy)(envs, obs, np.array([0, 1]))
         assert seen[1] is None  # off by default: the model estimates the grounding itself
         envs.close()
     finally:

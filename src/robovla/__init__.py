@@ -26,6 +26,7 @@ _EXPORTS = {
     "ActionNormalizer": "robovla.processing",
     "VLA": "robovla.model.vla",
     "ActionPrediction": "robovla.model.vla",
+    "Policy": "robovla.policy",
     "VLAOutput": "robovla.model.vla",
     "VLAProcessor": "robovla.processing",
     "build_prompt": "robovla.processing",

@@ -34,6 +34,7 @@ def filmstrip(frames: list[np.ndarray], path: Path, every: int = 4) -> None:
 def run_policy_in_sim(policy: robovla.VLA, episodes: int, seed: int, out: Path) -> None:
     """Roll `policy` out on seeded tabletop-train scenes."""
     from robovla.eval.rollout import policy_actor, run_episodes
+    from robovla.policy import Policy
     from robovla.sim import make_env
     from robovla.sim.vector import VectorEnv
 
@@ -41,7 +42,7 @@ def run_policy_in_sim(policy: robovla.VLA, episodes: int, seed: int, out: Path) 
     envs = VectorEnv([make_env("tabletop-train", image_size=size) for _ in range(episodes)])
     obs, _ = envs.reset(seeds=[seed + k for k in range(episodes)])
     start = time.perf_counter()
-    act = policy_actor(policy, "tabletop_default")
+    act = policy_actor(Policy(policy, "tabletop_default", restrict_to_actions=True))
     success, length, seen = run_episodes(envs, obs, act, record=range(episodes))  # film a successful one afterwards
     elapsed = time.perf_counter() - start
     shown = int(np.argmax(success)) if success.any() else 0

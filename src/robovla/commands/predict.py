@@ -36,8 +36,12 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise RobovlaError(f"--proprio must be comma-separated numbers, got {args.proprio!r}") from None
         proprio = [state] * len(images)
-    model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype)
-    prediction = model.predict(images, [args.instruction] * len(images), args.unnorm_key, proprio=proprio)
+    policy = robovla.Policy.from_pretrained(args.checkpoint, args.unnorm_key, dtype=args.dtype)
+    if policy.recipe.proprio and proprio is None:
+        raise RobovlaError("this checkpoint reads the robot state: pass proprio as --proprio x,y,...")
+    camera = policy.recipe.cameras[0]
+    prediction = policy.predict([{camera: image, "instruction": args.instruction, "proprio": state}
+                                 for image, state in zip(images, proprio or [None] * len(images))])
     if args.json:
         rows = [
             {"image": path, "action": action.tolist(), "action_token_ids": ids.tolist()}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from robovla.errors import RobovlaError
-from robovla.eval.rollout import Actor, Envs, chunk_actor, vla_chunks
+from robovla.eval.rollout import Actor, Envs, chunk_actor, policy_actor
 
 POLICY_KINDS = ("checkpoint", "expert", "random", "server")
 SIM_ACTION_DIM = 7  # the tabletop's action: dx, dy, dz, droll, dpitch, dyaw, gripper
@@ -163,9 +163,10 @@ class CheckpointPolicy(EvalPolicy):
         _check_fit(who, sorted(stats), key, embodiment, self.model.action_dim(key) if key in stats else None, proprio)
 
     def actor(self, embodiment: str) -> Actor:
-        predict = vla_chunks(self.model, _dataset_key(self.unnorm_key, embodiment), self.restrict_to_actions,
-                             self.sim_grounding)
-        return chunk_actor(predict, self.execute, self.ensemble)
+        from robovla.policy import Policy
+
+        policy = Policy(self.model, _dataset_key(self.unnorm_key, embodiment), self.restrict_to_actions)
+        return policy_actor(policy, self.execute, self.ensemble, self.sim_grounding)
 
 
 class ServerPolicy(EvalPolicy):

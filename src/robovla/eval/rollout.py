@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from robovla.model.vla import VLA
+    from robovla.policy import Policy
 
 
 class Envs(Protocol):
@@ -66,27 +66,25 @@ def chunk_actor(predict: ChunkPredictor, execute: int | None = None, ensemble: f
     return act
 
 
-def vla_chunks(model: VLA, unnorm_key: str, restrict_to_actions: bool = True,
-               sim_grounding: bool = False) -> ChunkPredictor:
-    """A VLA as a chunk predictor: one batched `predict` for the asking envs.
+def policy_chunks(policy: Policy, sim_grounding: bool = False) -> ChunkPredictor:
+    """A `Policy` as a chunk predictor: one batched `predict` for the asking envs.
 
     With `sim_grounding`, a grounding model is given the simulator's true target and goal positions as its
     grounding tokens instead of estimating them: a diagnostic that separates seeing from acting."""
 
     def predict(envs: Envs, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
+        observations = [{**{key: value[k] for key, value in obs.items()}, "instruction": envs.instructions[k]}
+                        for k in ask]
         grounding = envs.grounding()[ask] if sim_grounding else None
-        prediction = model.predict(list(obs["image"][ask]), [envs.instructions[k] for k in ask], unnorm_key,
-                                   restrict_to_actions=restrict_to_actions, proprio=list(obs["proprio"][ask]),
-                                   grounding=grounding)
-        return prediction.next_actions
+        return policy.predict(observations, grounding=grounding).next_actions
 
     return predict
 
 
-def policy_actor(model: VLA, unnorm_key: str, restrict_to_actions: bool = True, execute: int | None = None,
-                 ensemble: float | None = None, sim_grounding: bool = False) -> Actor:
-    """`chunk_actor` over a VLA (see `vla_chunks`)."""
-    return chunk_actor(vla_chunks(model, unnorm_key, restrict_to_actions, sim_grounding), execute, ensemble)
+def policy_actor(policy: Policy, execute: int | None = None, ensemble: float | None = None,
+                 sim_grounding: bool = False) -> Actor:
+    """`chunk_actor` over a `Policy` (see `policy_chunks`)."""
+    return chunk_actor(policy_chunks(policy, sim_grounding), execute, ensemble)
 
 
 def run_episodes(envs: Envs, obs: dict[str, np.ndarray], act: Actor, record: Sequence[int] = (),

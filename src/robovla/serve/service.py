@@ -20,7 +20,10 @@ from robovla.serve.observation import (IMAGE_KEYS, INSTRUCTION_KEYS, PROPRIO_KEY
 
 class PolicyService:
     def __init__(self, vla: robovla.VLA, config: ServerConfig, metrics: Metrics, model_name: str) -> None:
+        from robovla.policy import Policy
+
         self.vla = vla
+        self.policy = Policy(vla, restrict_to_actions=config.restrict_to_actions)  # the dataset comes per request
         self.config = config
         self.metrics = metrics
         self.metadata = build_metadata(vla, config, model_name)
@@ -47,10 +50,9 @@ class PolicyService:
 
     def _predict(self, observations: Sequence[Observation]) -> np.ndarray:
         """[B, horizon, action_dim]; runs in the batcher's worker thread; all observations share one unnorm_key."""
-        prediction = self.vla.predict([o.image for o in observations], [o.instruction for o in observations],
-                                      observations[0].unnorm_key, proprio=[o.proprio for o in observations],
-                                      restrict_to_actions=self.config.restrict_to_actions)
-        return prediction.next_actions
+        camera = self.policy.recipe.cameras[0]
+        batch = [{camera: o.image, "instruction": o.instruction, "proprio": o.proprio} for o in observations]
+        return self.policy.predict(batch, unnorm_key=observations[0].unnorm_key).next_actions
 
     def reply_actions(self, result: BatchedAction) -> np.ndarray:
         """What REST answers: a chunking model's whole chunk [horizon, action_dim], else the action [action_dim]
