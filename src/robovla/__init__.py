@@ -25,7 +25,7 @@ _EXPORTS = {
     "parameter_counts": "robovla.model.factory",
     "ActionNormalizer": "robovla.processing",
     "VLA": "robovla.model.vla",
-    "ActionPrediction": "robovla.model.vla",
+    "ActionPrediction": "robovla.processing",
     "Policy": "robovla.policy",
     "VLAOutput": "robovla.model.vla",
     "VLAProcessor": "robovla.processing",

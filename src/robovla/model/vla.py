@@ -23,7 +23,7 @@ from robovla.processing import resolve_unnorm_key
 from robovla.model.pointer import GroundingPointer, PointerConfig, prefix_parts
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone
-from robovla.processing import IGNORE_INDEX, VLAProcessor
+from robovla.processing import IGNORE_INDEX, ActionPrediction, VLAProcessor
 
 
 _WARM_UP_SHORT = "pick it up"
@@ -41,20 +41,6 @@ class VLAOutput:
     loss: torch.Tensor | None
     logits: torch.Tensor  # [B, L, V], or [N, V] over the supervised positions when full_logits=False
     labels: torch.Tensor | None = None  # [N] targets matching `logits` when full_logits=False
-
-
-@dataclass
-class ActionPrediction:
-    actions: np.ndarray  # [B, action_dim] unnormalised, float64
-    token_ids: np.ndarray  # [B, action_dim] generated ids
-    normalized: np.ndarray  # [B, action_dim] bin centres in [-1, 1]
-    grounding: np.ndarray | None = None  # [B, G] where the model says the named objects are (grounding models)
-    chunk: np.ndarray | None = None  # [B, K, action_dim] the next K actions (chunking models); actions = chunk[:, 0]
-
-    @property
-    def next_actions(self) -> np.ndarray:
-        """[B, K, action_dim]: the actions to execute in order, K = 1 for a model that does not chunk."""
-        return self.chunk if self.chunk is not None else self.actions[:, None]
 
 
 def _build_language_model(config: VLAConfig) -> nn.Module:
@@ -403,12 +389,7 @@ class VLA(nn.Module):
             selection=selection or self.config.recipe.selection, forced=forced, greedy_steps=n_grounding,
             pointer_grounding=pointer_grounding,
         ).cpu().numpy()
-        chunk_ids = generated[:, n_grounding:].reshape(len(generated), chunk, normalizer.action_dim)
-        normalized = processor.action_tokenizer.decode(chunk_ids)
-        actions = normalizer.unnormalize(normalized)
-        grounding = processor.decode_grounding(generated[:, :n_grounding], unnorm_key) if n_grounding else None
-        return ActionPrediction(actions[:, 0], chunk_ids[:, 0], normalized[:, 0], grounding,
-                                actions if chunk > 1 else None)
+        return processor.decode_prediction(generated, unnorm_key)
 
 
 def _as_batch(images: Any, instructions: str | Sequence[str]) -> tuple[list[Any], list[str]]:

@@ -4,10 +4,12 @@
 - `text`: instruction -> prompt -> token ids
 - `actions`: actions <-> normalised values <-> action token ids
 - `processor`: `VLAProcessor`, the token layout of a whole example in both directions
+- `prediction`: `ActionPrediction`, what generated ids decode to
 """
 
 from robovla.processing.actions import ActionNormalizer, ActionTokenizer, resolve_unnorm_key
 from robovla.processing.images import ImageProcessorConfig, ImageTransform, load_image_file, to_pil_rgb
+from robovla.processing.prediction import ActionPrediction
 from robovla.processing.processor import IGNORE_INDEX, PromptBatch, VLAProcessor
 from robovla.processing.text import PROMPT_TEMPLATE, TextTokenizer, build_prompt
 
@@ -15,6 +17,7 @@ __all__ = [
     "IGNORE_INDEX",
     "PROMPT_TEMPLATE",
     "ActionNormalizer",
+    "ActionPrediction",
     "ActionTokenizer",
     "ImageProcessorConfig",
     "ImageTransform",

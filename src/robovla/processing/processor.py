@@ -16,6 +16,7 @@ from robovla.config import Recipe, VLAConfig
 from robovla.errors import RobovlaError
 from robovla.processing.actions import ActionNormalizer, ActionTokenizer, resolve_unnorm_key
 from robovla.processing.images import ImageProcessorConfig, ImageTransform
+from robovla.processing.prediction import ActionPrediction
 from robovla.processing.text import TextTokenizer, build_prompt
 
 IGNORE_INDEX = -100
@@ -122,6 +123,17 @@ class VLAProcessor:
     def grounding_dim(self, unnorm_key: str | None) -> int:
         """How many grounding tokens this model generates before the action (0 for the reference layout)."""
         return self._vector_normalizer("grounding", unnorm_key)[1].action_dim if self.uses_grounding else 0
+
+    def decode_prediction(self, generated: np.ndarray, unnorm_key: str | None) -> ActionPrediction:
+        """Generated ids [B, G + K * D] (grounding tokens, then K actions of D tokens) -> `ActionPrediction`."""
+        normalizer = self.normalizer(unnorm_key)
+        n_grounding, chunk = self.grounding_dim(unnorm_key), self.action_chunk
+        chunk_ids = generated[:, n_grounding:].reshape(len(generated), chunk, normalizer.action_dim)
+        normalized = self.action_tokenizer.decode(chunk_ids)
+        actions = normalizer.unnormalize(normalized)
+        grounding = self.decode_grounding(generated[:, :n_grounding], unnorm_key) if n_grounding else None
+        return ActionPrediction(actions[:, 0], chunk_ids[:, 0], normalized[:, 0], grounding,
+                                actions if chunk > 1 else None)
 
     def decode_grounding(self, token_ids: np.ndarray, unnorm_key: str | None) -> np.ndarray:
         """[B, G] generated grounding ids -> positions in the dataset's units."""
