@@ -148,25 +148,26 @@ class CheckpointPolicy(EvalPolicy):
                 "execute": self.execute,
                 "ensemble": self.ensemble,
                 "grounding": None if not recipe.grounding else "simulator" if self.sim_grounding else
-                             "pointer" if self.model.grounding_pointer is not None else "tokens",
+                             recipe.grounding_source,
                 **self.options,
             }
         return self._description
 
     def check(self, embodiment: str) -> None:
         key = _dataset_key(self.unnorm_key, embodiment)
-        stats = self.model.norm_stats
-        proprio = None
-        if self.model.processor.uses_proprio and key in stats:
-            proprio = len(stats[key].get("proprio", {}).get("q01", []))
-        who = f"checkpoint {self.describe()['name']!r}"
-        _check_fit(who, sorted(stats), key, embodiment, self.model.action_dim(key) if key in stats else None, proprio)
+        keys = sorted(self.model.norm_stats)
+        policy = self._policy(key) if key in keys else None
+        _check_fit(f"checkpoint {self.describe()['name']!r}", keys, key, embodiment,
+                   policy and policy.action_dim(), policy and policy.proprio_dim())
 
     def actor(self, embodiment: str) -> Actor:
+        return policy_actor(self._policy(_dataset_key(self.unnorm_key, embodiment)), self.execute, self.ensemble,
+                            self.sim_grounding)
+
+    def _policy(self, unnorm_key: str) -> Any:
         from robovla.policy import Policy
 
-        policy = Policy(self.model, _dataset_key(self.unnorm_key, embodiment), self.restrict_to_actions)
-        return policy_actor(policy, self.execute, self.ensemble, self.sim_grounding)
+        return Policy(self.model, unnorm_key, self.restrict_to_actions)
 
 
 class ServerPolicy(EvalPolicy):
