@@ -298,14 +298,22 @@ def _summarize(log: EpisodeLog, run: dict[str, Any], settings: EvalSettings) -> 
 
 
 def source_revision() -> str | None:
-    """The git commit of the robovla source that ran ("+dirty" with uncommitted changes), None outside git."""
+    """The git commit of the robovla source that ran, None outside git; "+dirty" when tracked files other than
+    the committed results (`results/`, what evaluations write) differ from it."""
     here = Path(__file__).resolve().parent
-    try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty=+dirty", "--abbrev=40"], cwd=here,
-                                   capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
         return None
-    return described.stdout.strip() or None if described.returncode == 0 else None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results")
+    return commit + ("+dirty" if changed else "")
 
 
 def _progress_bar(settings: EvalSettings, total: int, log: EpisodeLog) -> Any:
