@@ -147,9 +147,11 @@ def test_worker_processes_do_not_change_results(tmp_path):
     assert w1 == w2
 
 
-def test_rerun_resumes_and_other_settings_are_refused(tmp_path, capsys):
+def test_rerun_resumes_and_other_settings_are_refused(tmp_path, capsys, caplog):
     out = str(tmp_path)
-    assert eval_cli("--policy", "expert", "--episodes", "2", "--out", out, "--quiet") == 0
+    with caplog.at_level("INFO", logger="robovla.eval"):
+        assert eval_cli("--policy", "expert", "--episodes", "2", "--out", out, "--quiet") == 0
+    assert "tabletop-train episodes 0-1: 2/2 succeeded; 2/2 episodes done, 100% success so far" in caplog.text
     first = results_of(tmp_path)
     assert eval_cli("--policy", "expert", "--episodes", "3", "--out", out) == 2
     err = capsys.readouterr().err

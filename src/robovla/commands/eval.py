@@ -142,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
     conditions = expand_conditions(args.suite or ["tabletop-train"], args.instructions)
     settings = EvalSettings(conditions, args.episodes, args.seed, args.embodiment, args.num_envs, args.workers,
                             args.videos, progress=not (args.quiet or args.json))
+    if args.quiet and not args.json:  # log lines (one per batch of episodes) instead of a progress bar
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     policy = build_policy(args)
     recorded = [a for a in argv if a not in ("--quiet", "--json")]
     results = evaluate(policy, settings, args.out, "robovla " + shlex.join(recorded), recorded)

@@ -128,6 +128,8 @@ def evaluate(policy: EvalPolicy, settings: EvalSettings, out: str | Path | None 
                 _run_batch(policy, settings, condition, episodes, log, folder, pool, bar)
                 if folder is not None:
                     _save_session(folder, run, time.perf_counter() - session_start)
+                if bar is None:  # --quiet: one line per batch for logs instead of a bar
+                    _log_batch(log, settings, condition, batch, time.perf_counter() - session_start)
     finally:
         if pool is not None:
             pool.close()
@@ -185,6 +187,15 @@ def _run_batch(policy: EvalPolicy, settings: EvalSettings, condition: str, episo
     finally:
         if pool is None:
             envs.close()
+
+
+def _log_batch(log: EpisodeLog, settings: EvalSettings, condition: str, batch: range, seconds: float) -> None:
+    done = [r for c in settings.conditions for k in range(settings.episodes) if (r := log.records.get((c, k)))]
+    mine = [log.records[(condition, k)] for k in batch]
+    logger.info("%s episodes %d-%d: %d/%d succeeded; %d/%d episodes done, %.0f%% success so far, %.0f s",
+                condition, batch.start, batch.stop - 1, sum(r.success for r in mine), len(mine), len(done),
+                len(settings.conditions) * settings.episodes, 100 * sum(r.success for r in done) / len(done),
+                seconds)
 
 
 def video_stem(folder: Path, condition: str, episode: int) -> Path:
