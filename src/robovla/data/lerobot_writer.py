@@ -23,6 +23,7 @@ from PIL import Image
 from robovla.data.episodes import GROUNDING_KEY, Episode
 from robovla.data.stats import compute_stats, image_stats, lerobot_stats, save_json
 from robovla.errors import RobovlaError
+from robovla.robots.tabletop import ACTION_NAMES, STATE_NAMES
 
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -30,8 +31,6 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 CHUNKS_SIZE = 1000
 DATA_FILE_SIZE_MB = 100
-STATE_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
-ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
 SHAPES_KEY = b"robovla.feature_shapes"
 
 
@@ -74,7 +73,8 @@ def _features(shapes: dict[str, list[int]]) -> dict[str, dict]:
         if key.startswith("observation.images."):
             features[key] = {"dtype": "image", "shape": shape, "names": ["height", "width", "channels"]}
         else:
-            names = STATE_NAMES if key == "observation.state" and shape == [7] else ACTION_NAMES if shape == [7] else None
+            names = list(STATE_NAMES) if key == "observation.state" and shape == [7] else \
+                list(ACTION_NAMES) if shape == [7] else None  # the tabletop robot's layout (robovla.robots)
             features[key] = {"dtype": "float32", "shape": shape, "names": names}
     for key, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"), ("task_index", "int64")):
         features[key] = {"dtype": dtype, "shape": [1], "names": None}

@@ -17,8 +17,6 @@ from robovla.errors import RobovlaError
 from robovla.eval.rollout import Actor, Envs, chunk_actor, policy_actor
 
 POLICY_KINDS = ("checkpoint", "expert", "random", "server")
-SIM_ACTION_DIM = 7  # the tabletop's action: dx, dy, dz, droll, dpitch, dyaw, gripper
-SIM_PROPRIO_DIM = 7  # the tabletop's robot state: tcp xyz, roll, pitch, yaw, gripper opening
 
 
 class EvalPolicy(abc.ABC):
@@ -74,7 +72,7 @@ class RandomPolicy(EvalPolicy):
         generators: dict[int, np.random.Generator] = {}
 
         def act(envs: Envs, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
-            actions = np.zeros((len(envs), SIM_ACTION_DIM), dtype=np.float32)
+            actions = np.zeros((len(envs), len(ACTION_LOW)), dtype=np.float32)
             for k in running:
                 rng = generators.setdefault(int(k), np.random.default_rng([int(envs.seeds[k]), self.seed]))
                 actions[k] = rng.uniform(ACTION_LOW, ACTION_HIGH)
@@ -84,23 +82,26 @@ class RandomPolicy(EvalPolicy):
 
 
 def _dataset_key(unnorm_key: str | None, embodiment: str) -> str:
-    from robovla.sim import get_embodiment
+    from robovla.robots import tabletop_robot
 
-    return unnorm_key or get_embodiment(embodiment).dataset_name
+    return unnorm_key or tabletop_robot(embodiment).dataset
 
 
 def _check_fit(who: str, keys: list[str], key: str, embodiment: str, action_dim: int | None,
                proprio_dim: int | None) -> None:
     """The checks shared by an in-process checkpoint and a served one."""
+    from robovla.robots import tabletop_robot
+
+    robot = tabletop_robot(embodiment)
     if key not in keys:
         raise RobovlaError(f"{who} knows the datasets {keys}, but the {embodiment!r} embodiment's suites need "
                            f"{key!r}: pass --unnorm-key to choose one of the checkpoint's")
-    if action_dim is not None and action_dim != SIM_ACTION_DIM:
-        raise RobovlaError(f"{who} predicts {action_dim}-D actions for {key!r}, but the tabletop suites take "
-                           f"{SIM_ACTION_DIM}-D actions")
-    if proprio_dim is not None and proprio_dim != SIM_PROPRIO_DIM:
-        raise RobovlaError(f"{who} reads a {proprio_dim}-D robot state for {key!r}, but the tabletop suites "
-                           f"give a {SIM_PROPRIO_DIM}-D one")
+    if action_dim is not None and action_dim != robot.action_dim:
+        raise RobovlaError(f"{who} predicts {action_dim}-D actions for {key!r}, but {robot.name} takes "
+                           f"{robot.action_dim}-D actions")
+    if proprio_dim is not None and proprio_dim != robot.state_dim:
+        raise RobovlaError(f"{who} reads a {proprio_dim}-D robot state for {key!r}, but {robot.name} gives a "
+                           f"{robot.state_dim}-D one")
 
 
 class CheckpointPolicy(EvalPolicy):
@@ -161,8 +162,10 @@ class CheckpointPolicy(EvalPolicy):
                    policy and policy.action_dim(), policy and policy.proprio_dim())
 
     def actor(self, embodiment: str) -> Actor:
+        from robovla.robots import tabletop_robot
+
         return policy_actor(self._policy(_dataset_key(self.unnorm_key, embodiment)), self.execute, self.ensemble,
-                            self.sim_grounding)
+                            self.sim_grounding, tabletop_robot(embodiment))
 
     def _policy(self, unnorm_key: str) -> Any:
         from robovla.policy import Policy
@@ -220,14 +223,18 @@ class ServerPolicy(EvalPolicy):
                    (m.get("action_dims") or {}).get(key), m.get("proprio_dim") if self.proprio else None)
 
     def actor(self, embodiment: str) -> Actor:
-        key = _dataset_key(self.unnorm_key, embodiment)
+        from robovla.robots import tabletop_robot
+
+        key, robot = _dataset_key(self.unnorm_key, embodiment), tabletop_robot(embodiment)
 
         def predict(envs: Envs, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
             observations = []
             for k in ask:
-                observation = {"image": obs["image"][k], "instruction": envs.instructions[k], "unnorm_key": key}
-                if self.proprio:
-                    observation["proprio"] = obs["proprio"][k]
+                observation = robot.policy_observation({name: value[k] for name, value in obs.items()},
+                                                       envs.instructions[k])
+                observation["unnorm_key"] = key
+                if not self.proprio:
+                    del observation["proprio"]
                 observations.append(observation)
             if self.protocol == "rest":
                 return np.stack(self._client.act_chunk_batch(observations))

@@ -12,6 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from robovla.policy import Policy
+    from robovla.robots import Robot
 
 
 class Envs(Protocol):
@@ -66,15 +67,16 @@ def chunk_actor(predict: ChunkPredictor, execute: int | None = None, ensemble: f
     return act
 
 
-def policy_chunks(policy: Policy, sim_grounding: bool = False) -> ChunkPredictor:
-    """A `Policy` as a chunk predictor: one batched `predict` for the asking envs.
+def policy_chunks(policy: Policy, robot: Robot, sim_grounding: bool = False) -> ChunkPredictor:
+    """A `Policy` as a chunk predictor: one batched `predict` for the asking envs, whose observations `robot`
+    maps to the policy's.
 
     With `sim_grounding`, a grounding model is given the simulator's true target and goal positions as its
     grounding tokens instead of estimating them: a diagnostic that separates seeing from acting."""
 
     def predict(envs: Envs, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
-        observations = [{**{key: value[k] for key, value in obs.items()}, "instruction": envs.instructions[k]}
-                        for k in ask]
+        observations = [robot.policy_observation({key: value[k] for key, value in obs.items()},
+                                                 envs.instructions[k]) for k in ask]
         grounding = envs.grounding()[ask] if sim_grounding else None
         return policy.predict(observations, grounding=grounding).next_actions
 
@@ -82,9 +84,11 @@ def policy_chunks(policy: Policy, sim_grounding: bool = False) -> ChunkPredictor
 
 
 def policy_actor(policy: Policy, execute: int | None = None, ensemble: float | None = None,
-                 sim_grounding: bool = False) -> Actor:
-    """`chunk_actor` over a `Policy` (see `policy_chunks`)."""
-    return chunk_actor(policy_chunks(policy, sim_grounding), execute, ensemble)
+                 sim_grounding: bool = False, robot: Robot | None = None) -> Actor:
+    """`chunk_actor` over a `Policy` (see `policy_chunks`) driving `robot` (default: the tabletop's default)."""
+    from robovla.robots import tabletop_robot
+
+    return chunk_actor(policy_chunks(policy, robot or tabletop_robot(), sim_grounding), execute, ensemble)
 
 
 def run_episodes(envs: Envs, obs: dict[str, np.ndarray], act: Actor, record: Sequence[int] = (),
