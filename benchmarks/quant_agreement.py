@@ -61,8 +61,8 @@ def predict_all(model: robovla.VLA, observations: list[dict], selection: str,
         out = model.predict([o["image"] for o in chunk], [o["instruction"] for o in chunk],
                             proprio=[o["proprio"] for o in chunk],  # ignored by models without state input
                             selection=selection)
-        ids.append(out.token_ids)
-        actions.append(out.actions)
+        ids.append(out.token_ids[:, 0])
+        actions.append(out.first)
     return np.concatenate(ids), np.concatenate(actions)
 
 

@@ -213,7 +213,7 @@ def main() -> None:
                         if device.type == "cuda":
                             torch.cuda.reset_peak_memory_stats(device)
                         ours = our_components(model, images, texts, "bench", args.repeats, reference)
-                        same = float(np.mean(model.predict(images, texts, "bench").token_ids == reference_tokens))
+                        same = float(np.mean(model.predict(images, texts, "bench").token_ids[:, 0] == reference_tokens))
                         row = {
                             "preset": preset, "dtype": dtype_name, "quantization": quantization, "batch": batch,
                             "mode": mode, "parameters": robovla.parameter_counts(model)["total"],

@@ -52,17 +52,14 @@ def test_a_chunk_is_labelled_in_order(model):
 def test_predict_returns_the_chunk_and_its_first_action(model):
     prediction = model.predict([picture(1), picture(2)], ["push the cube"] * 2, "tabletop_default",
                                restrict_to_actions=True)
-    assert prediction.chunk.shape == (2, 3, 7) and prediction.actions.shape == (2, 7)
-    assert np.array_equal(prediction.actions, prediction.chunk[:, 0])
-    assert prediction.token_ids.shape == (2, 7)
-    assert prediction.next_actions is prediction.chunk
+    assert prediction.actions.shape == (2, 3, 7) and prediction.token_ids.shape == (2, 3, 7)
+    assert np.array_equal(prediction.first, prediction.actions[:, 0])
 
 
 def test_a_model_that_does_not_chunk_has_one_next_action(tiny_vla):
     image = np.zeros((224, 224, 3), dtype=np.uint8)
     prediction = tiny_vla.predict([image, image], ["pick up the cup"] * 2, "bridge_orig")
-    assert prediction.chunk is None
-    assert np.array_equal(prediction.next_actions, prediction.actions[:, None])
+    assert prediction.actions.shape == (2, 1, 7) and prediction.first.shape == (2, 7)
 
 
 def test_rollout_executes_a_chunk_before_asking_again(model):
@@ -85,7 +82,7 @@ def test_rollout_executes_a_chunk_before_asking_again(model):
         act = policy_actor(Policy(model, "tabletop_default", restrict_to_actions=True))
         first = act(envs, obs, np.array([0, 1]))
         chunk = real_predict(list(obs["image"]), list(envs.instructions), "tabletop_default",
-                             restrict_to_actions=True).chunk
+                             restrict_to_actions=True).actions
         assert np.allclose(first, chunk[:, 0])
         for step in (1, 2):
             assert np.allclose(act(envs, obs, np.array([0, 1])), chunk[:, step])
@@ -110,7 +107,7 @@ def test_temporal_ensembling_averages_the_overlapping_predictions(model):
     envs = VectorEnv([make_env("tabletop-train", image_size=32) for _ in range(2)])
     obs, _ = envs.reset(seeds=[1, 2])
     chunk = model.predict(list(obs["image"]), list(envs.instructions), "tabletop_default",
-                          restrict_to_actions=True).chunk  # the same observation gives the same chunk each step
+                          restrict_to_actions=True).actions  # the same observation gives the same chunk each step
     m = 0.5
     act = policy_actor(Policy(model, "tabletop_default", restrict_to_actions=True), ensemble=m)
     w = np.exp(-m * np.arange(3))

@@ -76,7 +76,7 @@ def test_rest_client(server, tiny_vla):
     actions = client.act_batch([{"image": image(2), "instruction": "a", "unnorm_key": "bridge_orig"},
                                 {"image": image(3), "instruction": "b c", "unnorm_key": "bridge_orig"}])
     np.testing.assert_array_equal(np.stack(actions),
-                                  tiny_vla.predict([image(2), image(3)], ["a", "b c"], "bridge_orig").actions)
+                                  tiny_vla.predict([image(2), image(3)], ["a", "b c"], "bridge_orig").first)
 
 
 def test_rest_client_errors(server):

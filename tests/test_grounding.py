@@ -49,14 +49,14 @@ def test_grounding_tokens_are_targets_between_prompt_and_action(model):
 def test_predict_generates_grounding_then_the_action(model):
     images = [picture(1), picture(2)]
     prediction = model.predict(images, ["push the cube"] * 2, "tabletop_default", proprio=[STATE, STATE])
-    assert prediction.actions.shape == (2, 7) and prediction.grounding.shape == (2, 4)
+    assert prediction.actions.shape == (2, 1, 7) and prediction.grounding.shape == (2, 4)
     processor = model.processor
     prompts = processor.encode_prompts(["push the cube"] * 2, [STATE, STATE], "tabletop_default")
     generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11).numpy()
-    assert np.array_equal(prediction.token_ids, generated[:, 4:])  # the action is read after the grounding
+    assert np.array_equal(prediction.token_ids[:, 0], generated[:, 4:])  # the action is read after the grounding
     assert np.allclose(prediction.grounding, processor.decode_grounding(generated[:, :4], "tabletop_default"))
     single = model.predict_action(images[0], "push the cube", "tabletop_default", proprio=STATE)
-    assert np.allclose(single, prediction.actions[0])
+    assert np.allclose(single, prediction.first[0])
 
 
 def test_grounding_tokens_take_the_argmax_under_median_selection(model):
@@ -76,7 +76,7 @@ def test_grounding_tokens_take_the_argmax_under_median_selection(model):
     prediction = model.predict(images, ["push the cube"] * 3, "tabletop_default", proprio=[STATE] * 3,
                                selection="median")
     assert np.allclose(prediction.grounding, processor.decode_grounding(generated[:, :4].numpy(), "tabletop_default"))
-    assert np.array_equal(prediction.token_ids, generated[:, 4:].numpy())
+    assert np.array_equal(prediction.token_ids[:, 0], generated[:, 4:].numpy())
 
 
 def test_reference_layout_generates_no_grounding(tiny_vla):
@@ -120,7 +120,7 @@ def test_given_grounding_is_emitted_and_the_rest_is_chosen(model):
     prompts = processor.encode_prompts(texts, states, "tabletop_default")
     generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11,
                                              forced=torch.as_tensor(forced)).numpy()
-    assert np.array_equal(told.token_ids, generated[:, 4:])
+    assert np.array_equal(told.token_ids[:, 0], generated[:, 4:])
 
 
 def test_given_grounding_is_validated(model, tiny_vla):

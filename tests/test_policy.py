@@ -29,7 +29,7 @@ def test_a_policy_predicts_what_its_model_predicts(shipped):
     mine = shipped.predict(batch)
     model = shipped.model.predict([o["image"] for o in batch], [o["instruction"] for o in batch],
                                   proprio=[o["proprio"] for o in batch])
-    assert np.array_equal(mine.token_ids, model.token_ids) and np.array_equal(mine.chunk, model.chunk)
+    assert np.array_equal(mine.token_ids, model.token_ids) and np.array_equal(mine.actions, model.actions)
     assert np.array_equal(shipped.predict(batch[0]).token_ids, shipped.predict([batch[0]]).token_ids)
     assert shipped.recipe.action_chunk == 4 and shipped.image_size == 128
     assert shipped.action_dim() == 7 and shipped.proprio_dim() == 7 and shipped.grounding == "pointer"

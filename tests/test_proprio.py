@@ -58,7 +58,7 @@ def test_predictions_depend_on_the_state_and_batch_like_singles(model):
     for k in range(2):
         single = model.predict_action(images[k], "push the cube", "tabletop_default", return_token_ids=True,
                                       proprio=states[k])
-        np.testing.assert_array_equal(single[1], batch.token_ids[k])
+        np.testing.assert_array_equal(single[1], batch.token_ids[k, 0])
     prompts = model.processor.encode_prompts(["push the cube"] * 2, states, "tabletop_default")
     assert not np.array_equal(prompts.input_ids[0].numpy(), prompts.input_ids[1].numpy())
 

@@ -37,7 +37,7 @@ def expected_actions(vla, requests: list[dict]) -> list[np.ndarray]:
         for start in range(0, len(rows), 25):
             chunk = rows[start:start + 25]
             predicted = vla.predict([requests[i]["image"] for i in chunk],
-                                    [requests[i]["instruction"] for i in chunk], key).actions
+                                    [requests[i]["instruction"] for i in chunk], key).first
             for i, action in zip(chunk, predicted):
                 actions[i] = action
     return actions

@@ -36,7 +36,7 @@ def test_clients_drive_a_model_that_reads_the_robot_state(proprio_chunk_model, r
     config = ServerConfig(max_wait_ms=0.0, restrict_to_actions=restrict)
     image, state = observation(1)
     expected = model.predict([image], ["put the red cube in the bowl"], proprio=[state],
-                             restrict_to_actions=restrict).next_actions[0]
+                             restrict_to_actions=restrict).actions[0]
     with BackgroundServer(create_app(model, config, "stateful"), config) as server:
         rest = PolicyClient(server.url)
         assert np.array_equal(rest.act_chunk(image, "put the red cube in the bowl", proprio=state), expected)
@@ -45,7 +45,7 @@ def test_clients_drive_a_model_that_reads_the_robot_state(proprio_chunk_model, r
         batch = rest.act_chunk_batch([{"image": image, "instruction": "put the red cube in the bowl", "proprio": state},
                                       {"image": second, "instruction": "push the cube", "proprio": other}])
         together = model.predict([image, second], ["put the red cube in the bowl", "push the cube"],
-                                 proprio=[state, other], restrict_to_actions=restrict).next_actions
+                                 proprio=[state, other], restrict_to_actions=restrict).actions
         assert np.array_equal(np.stack(batch), together)
         assert [a.shape for a in rest.act_batch([{"image": image, "instruction": "x", "proprio": state}])] == [(7,)]
         with WebsocketPolicyClient(f"ws://{server.host}:{server.port}") as ws:

@@ -149,7 +149,7 @@ def test_a_chunking_model_sends_its_whole_chunk_over_both_protocols():
         client = OpenpiStyleClient(ws_uri(running))
         assert client.metadata["action_horizon"] == 3
         reply = client.infer({"image": image(8), "prompt": "pick"})
-        expected = model.predict([image(8)], ["pick"]).chunk[0]
+        expected = model.predict([image(8)], ["pick"]).actions[0]
         assert reply["actions"].shape == (3, 7) and np.array_equal(reply["actions"], expected)
         client.close()
         body = json_numpy.dumps({"image": image(8), "instruction": "pick"})

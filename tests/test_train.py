@@ -282,7 +282,7 @@ def test_grounding_run_reports_its_tokens_and_needs_labels(dataset, tmp_path):
     assert model.recipe.grounding and len(model.norm_stats["synthetic"]["grounding"]["q01"]) == 2
     prediction = model.predict([np.full((128, 128, 3), 180, np.uint8)], ["pick up the red cube"],
                                proprio=[np.zeros(7)])
-    assert prediction.grounding.shape == (1, 2) and prediction.actions.shape == (1, 7)
+    assert prediction.grounding.shape == (1, 2) and prediction.actions.shape == (1, 1, 7)
     with pytest.raises(RobovlaError, match="no grounding labels"):
         train(config(dataset, tmp_path / "unlabelled", steps=1, grounding=True))
 

@@ -44,16 +44,19 @@ def run(args: argparse.Namespace) -> int:
                                  for image, state in zip(images, proprio or [None] * len(images))])
     if args.json:
         rows = [
-            {"image": path, "action": action.tolist(), "action_token_ids": ids.tolist()}
-            for path, action, ids in zip(args.image, prediction.actions, prediction.token_ids)
+            {"image": path, "action": chunk[0].tolist(), "action_token_ids": ids[0].tolist()}
+            for path, chunk, ids in zip(args.image, prediction.actions, prediction.token_ids)
         ]
+        if policy.recipe.action_chunk > 1:  # the whole chunk too, in execution order
+            for row, chunk in zip(rows, prediction.actions):
+                row["actions"] = chunk.tolist()
         if prediction.grounding is not None:  # where a grounding model says the named objects are
             for row, where in zip(rows, prediction.grounding):
                 row["grounding"] = where.tolist()
         print(json.dumps(rows[0] if len(rows) == 1 else rows))
         return 0
     with np.printoptions(precision=5, suppress=True):
-        for k, (path, action) in enumerate(zip(args.image, prediction.actions)):
+        for k, (path, action) in enumerate(zip(args.image, prediction.first)):
             where = "" if prediction.grounding is None else f"  (grounding {prediction.grounding[k]})"
             print(f"{path}: {action}{where}")
     return 0

@@ -87,7 +87,7 @@ class EpisodeRecorder:
     def _policy_action(self, obs: dict, instruction: str) -> np.ndarray:
         assert self.policy is not None
         return self.policy.predict([obs["image"]], [instruction], restrict_to_actions=True,
-                                   proprio=[obs["proprio"]]).actions[0].astype(np.float32)
+                                   proprio=[obs["proprio"]]).first[0].astype(np.float32)
 
     def run(self, attempt: int) -> tuple[int, bool, bool, int, str]:
         """Roll out one attempt; stage it if it succeeded (or, under a policy, always: every visited state

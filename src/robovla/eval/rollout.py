@@ -78,7 +78,7 @@ def policy_chunks(policy: Policy, robot: Robot, sim_grounding: bool = False) -> 
         observations = [robot.policy_observation({key: value[k] for key, value in obs.items()},
                                                  envs.instructions[k]) for k in ask]
         grounding = envs.grounding()[ask] if sim_grounding else None
-        return policy.predict(observations, grounding=grounding).next_actions
+        return policy.predict(observations, grounding=grounding).actions
 
     return predict
 

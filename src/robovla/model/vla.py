@@ -341,8 +341,9 @@ class VLA(nn.Module):
             proprio = [proprio]
         prediction = self.predict(images, instructions, unnorm_key, restrict_to_actions=restrict_to_actions,
                                   proprio=proprio, selection=selection)
-        actions = prediction.actions[0] if single else prediction.actions
-        token_ids = prediction.token_ids[0] if single else prediction.token_ids
+        actions, token_ids = prediction.first, prediction.token_ids[:, 0]
+        if single:
+            actions, token_ids = actions[0], token_ids[0]
         return (actions, token_ids) if return_token_ids else actions
 
     def predict(

@@ -132,8 +132,7 @@ class VLAProcessor:
         normalized = self.action_tokenizer.decode(chunk_ids)
         actions = normalizer.unnormalize(normalized)
         grounding = self.decode_grounding(generated[:, :n_grounding], unnorm_key) if n_grounding else None
-        return ActionPrediction(actions[:, 0], chunk_ids[:, 0], normalized[:, 0], grounding,
-                                actions if chunk > 1 else None)
+        return ActionPrediction(actions, chunk_ids, normalized, grounding)
 
     def decode_grounding(self, token_ids: np.ndarray, unnorm_key: str | None) -> np.ndarray:
         """[B, G] generated grounding ids -> positions in the dataset's units."""

@@ -52,7 +52,7 @@ class PolicyService:
         """[B, horizon, action_dim]; runs in the batcher's worker thread; all observations share one unnorm_key."""
         camera = self.policy.recipe.cameras[0]
         batch = [{camera: o.image, "instruction": o.instruction, "proprio": o.proprio} for o in observations]
-        return self.policy.predict(batch, unnorm_key=observations[0].unnorm_key).next_actions
+        return self.policy.predict(batch, unnorm_key=observations[0].unnorm_key).actions
 
     def reply_actions(self, result: BatchedAction) -> np.ndarray:
         """What REST answers: a chunking model's whole chunk [horizon, action_dim], else the action [action_dim]
