@@ -62,11 +62,13 @@ class PolicyService:
 
 def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> dict[str, Any]:
     """`GET /metadata` and the websocket's first frame: what a client needs to build valid observations."""
+    from robovla.policy import Policy
+
+    policy = Policy(vla)  # what the model reads, per dataset
     keys = sorted(vla.norm_stats)
-    dims = {key: vla.action_dim(key) for key in keys}
-    size = vla.processor.image_config.image_sizes[0]
-    proprio_dims = {key: len(vla.norm_stats[key].get("proprio", {}).get("q01", [])) or None for key in keys} \
-        if vla.processor.uses_proprio else {}
+    dims = {key: policy.action_dim(key) for key in keys}
+    size = policy.image_size
+    proprio_dims = {key: policy.proprio_dim(key) for key in keys} if policy.recipe.proprio else {}
     return {
         "model": model_name,
         "robovla_version": robovla.__version__,
@@ -74,7 +76,7 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         "action_dims": dims,
         "unnorm_keys": keys,
         "unnorm_key_required": len(keys) > 1,
-        "proprio_required": bool(vla.processor.uses_proprio),
+        "proprio_required": policy.recipe.proprio,
         "image_size": [size, size],
         "image_format": "HxWx3 uint8 RGB, any size up to max_image_side (the server resizes)",
         "max_image_side": config.max_image_side,
