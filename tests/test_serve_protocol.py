@@ -1,12 +1,15 @@
-"""The wire protocol as robovla's own client speaks it: the robot state goes out, the whole chunk comes back, and
-/metadata says what a client must send."""
+"""The wire protocol as robovla's own client speaks it: the robot state goes out, the whole chunk comes back,
+/metadata says what a client must send, and `serve --action-tokens-only` reaches the model's decoding."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import TINY_CHECKPOINT
 
 import robovla
+import robovla.serve
+from robovla.cli import main
 from robovla.client import PolicyClient, WebsocketPolicyClient
 from robovla.serve import BackgroundServer, ServerConfig, create_app
 
@@ -79,3 +82,30 @@ def test_a_plain_model_still_answers_with_its_vector(tiny_vla):
         assert client.act_chunk(image, "lift the cup", "bridge_orig").shape == (1, 7)
         meta = client.metadata()
     assert meta["proprio_required"] is False and meta["proprio_dim"] is None and meta["action_horizon"] == 1
+
+
+@pytest.mark.parametrize("flags, restrict", [([], False), (["--action-tokens-only"], True)])
+def test_action_tokens_only_flag_reaches_the_model(monkeypatch, flags, restrict):
+    """`robovla serve --action-tokens-only` decodes over the action tokens only; the default is the reference's."""
+    served = {}
+    monkeypatch.setattr(robovla.serve, "serve_forever", lambda app, config, **_: served.update(app=app, config=config))
+    assert main(["serve", "--checkpoint", str(TINY_CHECKPOINT), "--log-level", "warning", *flags]) == 0
+    app, config = served["app"], served["config"]
+    assert config.restrict_to_actions is restrict
+    model = app.state.service.vla
+    calls = []
+    predict = model.predict
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("restrict_to_actions"))
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(model, "predict", spy)
+    image = np.random.default_rng(5).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    with BackgroundServer(app, config) as server:
+        client = PolicyClient(server.url)
+        action = client.act(image, "lift the cup", "bridge_orig")
+        assert client.metadata()["restrict_to_actions"] is restrict
+    assert calls == [restrict]
+    np.testing.assert_array_equal(action, predict([image], ["lift the cup"], "bridge_orig",
+                                                  restrict_to_actions=restrict).first[0])
