@@ -51,11 +51,12 @@ def first_frames(seed: int, scenes: int, image_size: int) -> list[dict]:
 
 def grounding_estimates(model: robovla.VLA, frames: list[dict], instructions: list[str], batch: int = 25) -> np.ndarray:
     """The policy's grounding tokens [N, 4] (target x, y, goal x, y in metres) for each frame under its instruction."""
+    policy = robovla.Policy(model)  # its grounding pointer when it has one, else its own tokens
     said = []
     for start in range(0, len(frames), batch):
         chunk = frames[start : start + batch]
-        said.append(model.predict([f["image"] for f in chunk], instructions[start : start + batch],
-                                  proprio=[f["proprio"] for f in chunk]).grounding)
+        said.append(policy.predict([{"image": f["image"], "instruction": text, "proprio": f["proprio"]}
+                                    for f, text in zip(chunk, instructions[start : start + batch])]).grounding)
     return np.concatenate(said)
 
 

@@ -14,6 +14,7 @@ import argparse
 import itertools
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,20 +56,19 @@ def collect_observations(model: robovla.VLA, count: int, suite: str, seed: int, 
 
 def predict_all(model: robovla.VLA, observations: list[dict], selection: str,
                 batch: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    model.set_recipe(replace(model.recipe, selection=selection))
+    policy = robovla.Policy(model)  # its grounding pointer when it has one
     ids, actions = [], []
     for start in range(0, len(observations), batch):
-        chunk = observations[start : start + batch]
-        out = model.predict([o["image"] for o in chunk], [o["instruction"] for o in chunk],
-                            proprio=[o["proprio"] for o in chunk],  # ignored by models without state input
-                            selection=selection)
+        out = policy.predict(observations[start : start + batch])
         ids.append(out.token_ids[:, 0])
         actions.append(out.first)
     return np.concatenate(ids), np.concatenate(actions)
 
 
 def latency_ms(model: robovla.VLA, observation: dict, repeats: int = 10) -> float:
-    return 1e3 * timed(lambda: model.predict([observation["image"]], [observation["instruction"]],
-                                             proprio=[observation["proprio"]]), repeats)
+    policy = robovla.Policy(model)
+    return 1e3 * timed(lambda: policy.predict(observation), repeats)
 
 
 def main() -> None:

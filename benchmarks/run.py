@@ -93,17 +93,14 @@ def our_components(model: robovla.VLA, images, texts, key: str, repeats: int, re
     (the rest of the 7 tokens, on the static KV cache) and end to end (`predict`, preprocessing included), the
     last timed in turns with `reference` (a `reference_path` callable)."""
     processor = model.processor
-    prompts = processor.encode_prompts(texts)
-    mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
-    pixel_values = processor.pixel_values(images)
+    inputs = processor.model_inputs(images, texts, unnorm_key=key)
     action_dim = processor.normalizer(key).action_dim
 
     device = model.device
     with torch.inference_mode():
         # in turns too: the decode figure is their difference, which drift between two series would swamp
         prefix_s, tokens_s = timed_alternately(
-            [lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, 1),
-             lambda: model.generate_action_tokens(pixel_values, prompts.input_ids, mask, action_dim)],
+            [lambda: model.generate(inputs, 1), lambda: model.generate(inputs, action_dim)],
             repeats, device)
         end_to_end, reference_s = timed_alternately([lambda: model.predict(images, texts, key), reference],
                                                     repeats, device)

@@ -51,7 +51,7 @@ def test_a_chunk_is_labelled_in_order(model):
 
 def test_predict_returns_the_chunk_and_its_first_action(model):
     prediction = model.predict([picture(1), picture(2)], ["push the cube"] * 2, "tabletop_default",
-                               restrict_to_actions=True)
+                               decoding=robovla.Decoding(restrict_to_actions=True))
     assert prediction.actions.shape == (2, 3, 7) and prediction.token_ids.shape == (2, 3, 7)
     assert np.array_equal(prediction.first, prediction.actions[:, 0])
 
@@ -69,20 +69,22 @@ def test_rollout_executes_a_chunk_before_asking_again(model):
     from robovla.sim.vector import VectorEnv
 
     calls = []
-    real_predict = model.predict
+    real_prefill = model.prefill
 
-    def counting(images, *args, **kwargs):
-        calls.append(len(images))
-        return real_predict(images, *args, **kwargs)
+    def counting(inputs, *args, **kwargs):
+        calls.append(len(inputs))
+        return real_prefill(inputs, *args, **kwargs)
 
-    model.predict = counting
+    model.prefill = counting
     try:
         envs = VectorEnv([make_env("tabletop-train", image_size=32) for _ in range(2)])
         obs, _ = envs.reset(seeds=[1, 2])
         act = policy_actor(Policy(model, "tabletop_default", restrict_to_actions=True))
         first = act(envs, obs, np.array([0, 1]))
-        chunk = real_predict(list(obs["image"]), list(envs.instructions), "tabletop_default",
-                             restrict_to_actions=True).actions
+        chunk = model.predict(list(obs["image"]), list(envs.instructions), "tabletop_default",
+                              decoding=robovla.Decoding(restrict_to_actions=True)).actions
+        assert calls == [2, 2]  # the policy's call, then the direct one
+        del calls[1]
         assert np.allclose(first, chunk[:, 0])
         for step in (1, 2):
             assert np.allclose(act(envs, obs, np.array([0, 1])), chunk[:, step])
@@ -95,7 +97,7 @@ def test_rollout_executes_a_chunk_before_asking_again(model):
         assert calls == [2, 1, 2, 2]
         envs.close()
     finally:
-        del model.predict
+        del model.prefill
 
 
 def test_temporal_ensembling_averages_the_overlapping_predictions(model):
@@ -107,7 +109,7 @@ def test_temporal_ensembling_averages_the_overlapping_predictions(model):
     envs = VectorEnv([make_env("tabletop-train", image_size=32) for _ in range(2)])
     obs, _ = envs.reset(seeds=[1, 2])
     chunk = model.predict(list(obs["image"]), list(envs.instructions), "tabletop_default",
-                          restrict_to_actions=True).actions  # the same observation gives the same chunk each step
+                          decoding=robovla.Decoding(restrict_to_actions=True)).actions  # the same observation gives the same chunk each step
     m = 0.5
     act = policy_actor(Policy(model, "tabletop_default", restrict_to_actions=True), ensemble=m)
     w = np.exp(-m * np.arange(3))

@@ -11,6 +11,8 @@ import torch
 
 from conftest import CONFORMANCE, case_arrays, case_image
 
+from robovla.processing import ModelInputs
+
 CASES = json.loads((CONFORMANCE / "cases.json").read_text())["cases"]
 LOGIT_TOL = 2e-4
 FEATURE_TOL = 1e-4
@@ -30,7 +32,7 @@ def run(request, tiny_vla):
     d1 = featurizer.embed_dim
     prompts = processor.encode_prompts([case["instruction"]])
     step_logits: list[torch.Tensor] = []
-    tokens = tiny_vla.generate_action_tokens(pixel_values, prompts.input_ids, None, 7, step_logits=step_logits)
+    tokens = tiny_vla.generate(ModelInputs(pixel_values, prompts.input_ids, None), 7, step_logits=step_logits)
     actions, token_ids = tiny_vla.predict_action(image, case["instruction"], case["unnorm_key"], return_token_ids=True)
     return {
         "case": case,

@@ -255,3 +255,19 @@ def test_eval_through_the_server_equals_in_process(protocol):
     assert served["policy"]["protocol"] == protocol and served["policy"]["action_chunk"] == 4
     assert served["conditions"] == local["conditions"] and served["overall"] == local["overall"]
     assert 0 < local["overall"]["successes"]
+
+
+@needs_shipped
+def test_the_grounding_source_is_an_evaluation_setting():
+    """--sim-grounding hands the simulator's true positions to the policy; --no-pointer lets the language model
+    say them; the results record which source acted."""
+    from robovla.eval import CheckpointPolicy, EvalSettings, evaluate
+
+    model = robovla.load_pretrained(SHIPPED)
+    settings = EvalSettings(episodes=2, num_envs=2, seed=7, progress=False)
+    runs = {name: evaluate(CheckpointPolicy(model, SHIPPED, grounding=name), settings)
+            for name in (None, "given", "tokens")}
+    assert [runs[name]["policy"]["grounding"] for name in runs] == ["pointer", "simulator", "tokens"]
+    assert all(run["overall"]["n"] == 2 for run in runs.values())
+    with pytest.raises(robovla.RobovlaError, match="unknown grounding source 'oracle'"):
+        CheckpointPolicy(model, SHIPPED, grounding="oracle")

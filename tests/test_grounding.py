@@ -8,6 +8,7 @@ import torch
 
 import robovla
 from robovla.errors import RobovlaError
+from robovla.policy import Policy
 from robovla.processing import IGNORE_INDEX
 
 STATS = {
@@ -25,6 +26,13 @@ def model():
     config = robovla.preset("tiny")
     config.recipe = robovla.Recipe(proprio=True, grounding=True)
     return robovla.build_model(config, norm_stats=STATS, seed=5)
+
+
+def observations(images, texts, grounding=None) -> list[dict]:
+    rows = [{"image": image, "instruction": text, "proprio": STATE} for image, text in zip(images, texts)]
+    for row, given in zip(rows, grounding if grounding is not None else []):
+        row["grounding"] = given
+    return rows
 
 
 def picture(seed: int) -> np.ndarray:
@@ -51,8 +59,8 @@ def test_predict_generates_grounding_then_the_action(model):
     prediction = model.predict(images, ["push the cube"] * 2, "tabletop_default", proprio=[STATE, STATE])
     assert prediction.actions.shape == (2, 1, 7) and prediction.grounding.shape == (2, 4)
     processor = model.processor
-    prompts = processor.encode_prompts(["push the cube"] * 2, [STATE, STATE], "tabletop_default")
-    generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11).numpy()
+    inputs = processor.model_inputs(images, ["push the cube"] * 2, [STATE, STATE], "tabletop_default")
+    generated = model.generate(inputs, 11).numpy()
     assert np.array_equal(prediction.token_ids[:, 0], generated[:, 4:])  # the action is read after the grounding
     assert np.allclose(prediction.grounding, processor.decode_grounding(generated[:, :4], "tabletop_default"))
     single = model.predict_action(images[0], "push the cube", "tabletop_default", proprio=STATE)
@@ -64,17 +72,16 @@ def test_grounding_tokens_take_the_argmax_under_median_selection(model):
 
     images = [picture(3), picture(4), picture(5)]
     processor = model.processor
-    prompts = processor.encode_prompts(["push the cube"] * 3, [STATE] * 3, "tabletop_default")
+    inputs = processor.model_inputs(images, ["push the cube"] * 3, [STATE] * 3, "tabletop_default")
     logits: list[torch.Tensor] = []
-    generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11,
-                                             selection="median", step_logits=logits, greedy_steps=4)
+    generated = model.generate(inputs, 11, robovla.Decoding("median", greedy_steps=4), step_logits=logits)
     bins = (model.config.action_vocab_size - model.config.n_action_bins, model.config.action_vocab_size)
     for step, step_logits in enumerate(logits):
         expected = pick_tokens(step_logits, bins, "greedy" if step < 4 else "median")
         assert torch.equal(generated[:, step], expected), step
     # a median between two candidate objects names neither: predict reads the grounding by argmax
     prediction = model.predict(images, ["push the cube"] * 3, "tabletop_default", proprio=[STATE] * 3,
-                               selection="median")
+                               decoding=robovla.Decoding("median"))
     assert np.allclose(prediction.grounding, processor.decode_grounding(generated[:, :4].numpy(), "tabletop_default"))
     assert np.array_equal(prediction.token_ids[:, 0], generated[:, 4:].numpy())
 
@@ -108,7 +115,7 @@ def test_given_grounding_is_emitted_and_the_rest_is_chosen(model):
     images, texts, states = [picture(3), picture(4)], ["push the cube"] * 2, [STATE, STATE]
     free = model.predict(images, texts, "tabletop_default", proprio=states)
     given = np.array([[0.1, -0.05, np.nan, np.nan], [np.nan] * 4])
-    told = model.predict(images, texts, "tabletop_default", proprio=states, grounding=given)
+    told = Policy(model, "tabletop_default", grounding="given").predict(observations(images, texts, given))
     np.testing.assert_allclose(told.grounding[0, :2], [0.1, -0.05], atol=0.002)  # within one of 256 bins
     assert np.array_equal(told.grounding[1], free.grounding[1])  # all NaN: the model chooses, as before
     assert np.array_equal(told.token_ids[1], free.token_ids[1])
@@ -117,46 +124,41 @@ def test_given_grounding_is_emitted_and_the_rest_is_chosen(model):
     assert forced[0, :2].tolist() == processor.grounding_ids([0.1, -0.05, 0, 0], "tabletop_default")[:2]
     assert (forced[0, 2:] == -1).all() and (forced[1] == -1).all()
     # the actions are conditioned on the given tokens: the same as decoding with them forced
-    prompts = processor.encode_prompts(texts, states, "tabletop_default")
-    generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11,
-                                             forced=torch.as_tensor(forced)).numpy()
+    inputs = processor.model_inputs(images, texts, states, "tabletop_default")
+    generated = model.generate(inputs, 11, forced=torch.as_tensor(forced)).numpy()
     assert np.array_equal(told.token_ids[:, 0], generated[:, 4:])
 
 
 def test_given_grounding_is_validated(model, tiny_vla):
+    policy = Policy(model, "tabletop_default", grounding="given")
     with pytest.raises(RobovlaError, match=r"grounding must be \[1, 4\]"):
-        model.predict([picture(1)], ["push the cube"], "tabletop_default", proprio=[STATE], grounding=[[0.1, 0.0]])
+        policy.predict(observations([picture(1)], ["push the cube"], [[0.1, 0.0]]))
     with pytest.raises(RobovlaError, match="infinite"):
-        model.predict([picture(1)], ["push the cube"], "tabletop_default", proprio=[STATE],
-                      grounding=[[np.inf, 0, 0, 0]])
-    image = np.zeros((224, 224, 3), dtype=np.uint8)
+        policy.predict(observations([picture(1)], ["push the cube"], [[np.inf, 0, 0, 0]]))
+    with pytest.raises(RobovlaError, match="same length"):
+        policy.predict(observations([picture(1)] * 2, ["push the cube"] * 2, [[0.0] * 4, [0.0] * 3]))
     with pytest.raises(RobovlaError, match="no grounding tokens"):
-        tiny_vla.predict([image], ["pick up the cup"], "bridge_orig", grounding=[[0.0] * 4])
+        Policy(tiny_vla, "bridge_orig", grounding="given")
 
 
 def test_rollout_can_give_the_policy_the_true_grounding(model):
     from robovla.eval.rollout import policy_actor
-    from robovla.policy import Policy
     from robovla.sim.env import make_env
     from robovla.sim.vector import VectorEnv
 
     seen = []
-    real_predict = model.predict
 
-    def recording(*args, **kwargs):
-        seen.append(kwargs["grounding"])
-        return real_predict(*args, **kwargs)
+    class Recording(Policy):
+        def predict(self, batch, unnorm_key=None):
+            seen.append([o.get("grounding") for o in batch])
+            return super().predict(batch, unnorm_key)
 
-    model.predict = recording
-    try:
-        envs = VectorEnv([make_env("tabletop-train", image_size=32) for _ in range(2)])
-        obs, _ = envs.reset(seeds=[5, 6])
-        policy = Policy(model, "tabletop_default", restrict_to_actions=True)
-        actions = policy_actor(policy, sim_grounding=True)(envs, obs, np.array([0, 1]))
-        assert actions.shape == (2, 7)
-        np.testing.assert_allclose(seen[0], [env.grounding() for env in envs.envs])
-        policy_actor(policy)(envs, obs, np.array([0, 1]))
-        assert seen[1] is None  # off by default: the model estimates the grounding itself
-        envs.close()
-    finally:
-        del model.predict
+    envs = VectorEnv([make_env("tabletop-train", image_size=32) for _ in range(2)])
+    obs, _ = envs.reset(seeds=[5, 6])
+    told = Recording(model, "tabletop_default", restrict_to_actions=True, grounding="given")
+    actions = policy_actor(told, sim_grounding=True)(envs, obs, np.array([0, 1]))
+    assert actions.shape == (2, 7)
+    np.testing.assert_allclose(seen[0], [env.grounding() for env in envs.envs])
+    policy_actor(Recording(model, "tabletop_default", restrict_to_actions=True))(envs, obs, np.array([0, 1]))
+    assert seen[1] == [None, None]  # off by default: the model estimates the grounding itself
+    envs.close()

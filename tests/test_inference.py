@@ -11,6 +11,8 @@ import torch
 import robovla
 from conftest import CONFORMANCE, TINY_CHECKPOINT, case_image
 
+from robovla.processing import ModelInputs
+
 CASES = json.loads((CONFORMANCE / "cases.json").read_text())["cases"]
 
 
@@ -35,11 +37,11 @@ def test_batched_logits_match_unpadded(tiny_vla):
     pixel_values = processor.pixel_values([case_image(c) for c in picks])
     batch = processor.encode_prompts([c["instruction"] for c in picks])
     batched: list[torch.Tensor] = []
-    tiny_vla.generate_action_tokens(pixel_values, batch.input_ids, batch.attention_mask, 7, step_logits=batched)
+    tiny_vla.generate(ModelInputs(pixel_values, batch.input_ids, batch.attention_mask), 7, step_logits=batched)
     for row, case in enumerate(picks):
         single_ids = processor.encode_prompts([case["instruction"]]).input_ids
         alone: list[torch.Tensor] = []
-        tiny_vla.generate_action_tokens(pixel_values[row : row + 1], single_ids, None, 7, step_logits=alone)
+        tiny_vla.generate(ModelInputs(pixel_values[row : row + 1], single_ids, None), 7, step_logits=alone)
         diff = (torch.stack(batched, 1)[row] - torch.stack(alone, 1)[0]).abs().max().item()
         assert diff < 1e-4
 
@@ -151,11 +153,11 @@ def test_warm_up_compiles_what_later_batches_and_instructions_need():
     """After `warm_up`, batches of other sizes, padded or not, with new instructions compile nothing new."""
     from torch._dynamo.utils import counters
 
-    from robovla.model.vla import WARM_UP_BATCHES
+    from robovla.policy import WARM_UP_BATCHES, Policy
 
     model = robovla.load_pretrained(TINY_CHECKPOINT).compile_inference()
     calls = []
-    model.warm_up("bridge_orig", on_call=lambda *report: calls.append(report))
+    Policy(model, "bridge_orig").warm_up(on_call=lambda *report: calls.append(report))
     assert [batch for batch, _, _ in calls] == [len(texts) for texts in WARM_UP_BATCHES]
     assert len({tokens for _, tokens, _ in calls}) == 3
     graphs = counters["stats"]["unique_graphs"]
@@ -188,14 +190,14 @@ def test_compiled_decode_step_merges_the_projections_that_share_an_input():
 
     model = robovla.load_pretrained(TINY_CHECKPOINT, dtype=torch.bfloat16).compile_inference()
     image, instruction = case_image(CASES[0]), CASES[0]["instruction"]
-    pixel_values = model.processor.pixel_values([image])
-    input_ids = model.processor.encode_prompts([instruction]).input_ids
+    inputs = ModelInputs(model.processor.pixel_values([image]), model.processor.encode_prompts([instruction]).input_ids,
+                         None)
     gemm_ops = {"mkldnn::_linear_pointwise", "mkl::_mkl_linear", "aten::mm", "aten::addmm"}
 
     def gemm_calls(num_tokens: int) -> int:
-        model.generate_action_tokens(pixel_values, input_ids, None, num_tokens)  # compiles outside the count
+        model.generate(inputs, num_tokens)  # compiles outside the count
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            model.generate_action_tokens(pixel_values, input_ids, None, num_tokens)
+            model.generate(inputs, num_tokens)
         return sum(event.name in gemm_ops for event in prof.events())
 
     layers = model.language_model.config.num_hidden_layers

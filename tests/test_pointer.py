@@ -12,7 +12,8 @@ import robovla
 import robovla.model.vla  # noqa: F401  (torch's compiler stack must load before any EGL context)
 from robovla.cli import main
 from robovla.errors import RobovlaError
-from robovla.model.pointer import CONFIG_KEY, GroundingPointer, PointerConfig, compact_text
+from robovla.model.pointer import CONFIG_KEY, GroundingPointer, PointerConfig, compact_text, prefix_parts
+from robovla.policy import Policy
 from robovla.sim import get_embodiment
 from robovla.train.pointer import FeatureCache, PointerFitConfig, evaluate_pointer, train_pointer
 
@@ -125,49 +126,54 @@ def test_pointer_learns_which_object_the_words_name():
     assert history[-1]["step"] == 600 and len(history[-1]["holdout_within"]) == 2
 
 
-def test_predict_emits_the_pointers_estimate_as_grounding_tokens():
+def test_a_policy_emits_the_pointers_estimate_as_grounding_tokens():
     model = pointer_model()
     images = [picture(1), picture(2)]
     instructions = ["push the red cube to the blue square", "stack the green cube on the red cube"]
-    proprio = [STATE, STATE]
-    pointed = model.predict(images, instructions, "tabletop_default", proprio=proprio)
+    observations = [{"image": image, "instruction": text, "proprio": STATE} for image, text in zip(images, instructions)]
+    pointed = Policy(model, "tabletop_default").predict(observations)
     # the same estimate, computed from the full transformers forward pass, given as grounding
     processor = model.processor
-    prompts = processor.encode_prompts(instructions, proprio, "tabletop_default")
-    patches = model.embed_patches(processor.pixel_values(images))
-    inputs, mask, positions = model.multimodal_inputs(patches, prompts.input_ids, prompts.attention_mask)
+    inputs = processor.model_inputs(images, instructions, [STATE, STATE], "tabletop_default")
+    patches = model.embed_patches(inputs.pixel_values)
+    embeds, mask, positions = model.multimodal_inputs(patches, inputs.input_ids, inputs.attention_mask)
+    pointer = model.grounding_pointer
     with torch.no_grad():
-        hidden = model.language_model.model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
+        hidden = model.language_model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                             output_hidden_states=True).hidden_states[1]
-        estimate = model._pointer_positions(hidden, mask, patches.shape[1]).numpy()
-    told = model.predict(images, instructions, "tabletop_default", proprio=proprio, grounding=estimate)
+        estimate = pointer.positions(pointer(*prefix_parts(hidden, mask, patches.shape[1], pointer.config.max_text))).numpy()
+    given = Policy(model, "tabletop_default", grounding=robovla.GivenGrounding())
+    told = given.predict([{**o, "grounding": e} for o, e in zip(observations, estimate)])
     assert np.allclose(pointed.grounding, told.grounding) and np.array_equal(pointed.token_ids, told.token_ids)
     assert np.allclose(pointed.grounding, estimate, atol=1.0 / 255)  # one bin of [-0.5, 0.5]
-    # given values win over the pointer; NaN entries are the pointer's
+    # given values win over the pointer; NaN entries are the pointer's ("given" falls back to the recipe's source)
     partial = estimate.copy()
     partial[:, :2] = [[0.1, -0.1], [-0.2, 0.2]]
     partial[:, 2:] = np.nan
-    mixed = model.predict(images, instructions, "tabletop_default", proprio=proprio, grounding=partial)
+    mixed = Policy(model, "tabletop_default", grounding="given").predict(
+        [{**o, "grounding": e} for o, e in zip(observations, partial)])
     assert np.allclose(mixed.grounding[:, :2], partial[:, :2], atol=0.003)
     assert np.allclose(mixed.grounding[:, 2:], pointed.grounding[:, 2:])
-    # the language model's own grounding tokens when asked
-    own = model.predict(images, instructions, "tabletop_default", proprio=proprio, use_pointer=False)
-    generated = model.generate_action_tokens(processor.pixel_values(images), prompts.input_ids, None, 11).numpy()
+    # the language model's own grounding tokens when asked: what the model generates by itself
+    own = Policy(model, "tabletop_default", grounding="tokens").predict(observations)
+    generated = model.generate(inputs, 11).numpy()
     assert np.allclose(own.grounding, processor.decode_grounding(generated[:, :4], "tabletop_default"))
+    assert np.array_equal(own.token_ids, model.predict(images, instructions, "tabletop_default",
+                                                       [STATE, STATE]).token_ids)
 
 
 def test_a_pointer_checkpoint_round_trips_and_compiled_inference_keeps_it(tmp_path):
     model = pointer_model()
-    images, instructions = [picture(3)], ["push the red cube to the blue square"]
-    expected = model.predict(images, instructions, "tabletop_default", proprio=[STATE])
+    observation = {"image": picture(3), "instruction": "push the red cube to the blue square", "proprio": STATE}
+    expected = Policy(model, "tabletop_default").predict(observation)
     robovla.save_pretrained(model, tmp_path / "ckpt")
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert config[CONFIG_KEY]["layer"] == 1
-    loaded = robovla.load_pretrained(tmp_path / "ckpt")
-    assert isinstance(loaded.grounding_pointer, GroundingPointer)
-    again = loaded.predict(images, instructions, "tabletop_default", proprio=[STATE])
+    loaded = Policy.from_pretrained(tmp_path / "ckpt", "tabletop_default")
+    assert isinstance(loaded.model.grounding_pointer, GroundingPointer) and loaded.grounding.name == "pointer"
+    again = loaded.predict(observation)
     assert np.allclose(again.grounding, expected.grounding) and np.array_equal(again.token_ids, expected.token_ids)
-    compiled = loaded.compile_inference().predict(images, instructions, "tabletop_default", proprio=[STATE])
+    compiled = loaded.compile().predict(observation)
     assert np.allclose(compiled.grounding, expected.grounding)
 
 

@@ -24,37 +24,46 @@ def observation(seed: int, instruction: str = "put the red cube in the blue bowl
             "proprio": rng.uniform(-0.1, 0.1, 7)}
 
 
-def test_a_policy_predicts_what_its_model_predicts(shipped):
+def test_a_pointer_policy_acts_as_if_its_estimate_were_given(shipped):
     batch = [observation(1), observation(2, "stack the green cube on the yellow cube")]
     mine = shipped.predict(batch)
-    model = shipped.model.predict([o["image"] for o in batch], [o["instruction"] for o in batch],
-                                  proprio=[o["proprio"] for o in batch])
-    assert np.array_equal(mine.token_ids, model.token_ids) and np.array_equal(mine.actions, model.actions)
+    told = Policy(shipped.model, grounding="given").predict(
+        [{**o, "grounding": where} for o, where in zip(batch, mine.grounding)])
+    assert np.array_equal(mine.token_ids, told.token_ids) and np.array_equal(mine.actions, told.actions)
+    own = Policy(shipped.model, grounding="tokens").predict(batch)
+    assert not np.allclose(own.grounding, mine.grounding)  # the pointer, not the language model, said where
     assert np.array_equal(shipped.predict(batch[0]).token_ids, shipped.predict([batch[0]]).token_ids)
     assert shipped.recipe.action_chunk == 4 and shipped.image_size == 128
-    assert shipped.action_dim() == 7 and shipped.proprio_dim() == 7 and shipped.grounding == "pointer"
+    assert shipped.action_dim() == 7 and shipped.proprio_dim() == 7 and shipped.grounding.name == "pointer"
 
 
 def test_the_grounding_source_is_the_policys_choice(shipped):
     own = Policy(shipped.model, grounding="tokens").predict(observation(3))
     model = shipped.model.predict([observation(3)["image"]], ["put the red cube in the blue bowl"],
-                                  proprio=[observation(3)["proprio"]], use_pointer=False)
+                                  proprio=[observation(3)["proprio"]])  # the language model says everything
     assert np.array_equal(own.token_ids, model.token_ids) and np.allclose(own.grounding, model.grounding)
-    with pytest.raises(RobovlaError, match="unknown grounding source 'oracle'; valid: pointer, tokens"):
+    with pytest.raises(RobovlaError, match="unknown grounding source 'oracle'; valid: pointer, tokens, given"):
         Policy(shipped.model, grounding="oracle")
 
 
 def test_bad_observations_and_settings_name_what_is_wrong(shipped):
     incomplete = {"image": observation(4)["image"], "instruction": "push the cube"}
-    with pytest.raises(RobovlaError, match="observation 0 has no 'proprio' \\(this checkpoint reads image, "
+    with pytest.raises(RobovlaError, match="observation 0 has no 'proprio' \\(this policy reads image, "
                                            "instruction, proprio\\)"):
         shipped.predict(incomplete)
     with pytest.raises(RobovlaError, match="proprio must be a vector of 7 numbers"):
         shipped.predict({**observation(4), "proprio": np.zeros(5)})
+    with pytest.raises(RobovlaError, match="observation 0 gives 'grounding', but this policy's grounding source is "
+                                           "'pointer'"):
+        shipped.predict({**observation(4), "grounding": np.zeros(4)})
+    with pytest.raises(RobovlaError, match="observation 0 has no 'grounding'"):
+        Policy(shipped.model, grounding="given").predict(observation(4))
     with pytest.raises(RobovlaError, match="unnorm_key 'mars'"):
         Policy(shipped.model, unnorm_key="mars")
     plain = robovla.build_model("tiny", norm_stats={"sim": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7,
                                                                         "mask": [True] * 7}}})
     with pytest.raises(RobovlaError, match="this model has no grounding pointer"):
         Policy(plain, grounding="pointer")
+    with pytest.raises(RobovlaError, match="grounding source 'given': this model has no grounding tokens"):
+        Policy(plain, grounding="given")
     assert Policy(plain).proprio_dim() is None

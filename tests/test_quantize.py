@@ -75,8 +75,9 @@ def test_quantized_actions_agree_with_float(tiny_vla, mode, min_agreement):
     quantized = robovla.load_pretrained(TINY_CHECKPOINT, quantization=mode)
     images = [case_image(c) for c in CASES]
     texts = [c["instruction"] for c in CASES]
-    reference = tiny_vla.predict(images, texts, "bridge_orig", restrict_to_actions=True)
-    ours = quantized.predict(images, texts, "bridge_orig", restrict_to_actions=True)
+    actions_only = robovla.Decoding(restrict_to_actions=True)
+    reference = tiny_vla.predict(images, texts, "bridge_orig", decoding=actions_only)
+    ours = quantized.predict(images, texts, "bridge_orig", decoding=actions_only)
     # The conformance model is random with tiny top-2 margins (0.04); trained policies are measured in benchmarks.
     agreement = float(np.mean(reference.token_ids == ours.token_ids))
     assert agreement >= min_agreement

@@ -270,3 +270,24 @@ def test_cli_serve_bad_arguments(capsys):
     assert "checkpoint folder not found" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", "/no/such/folder", "--max-queue", "0"]) == 2
     assert "max_queue must be at least 1" in capsys.readouterr().err
+
+
+def test_a_recipe_with_two_cameras_needs_both_images_named(tiny_vla):
+    """The request parser reads the cameras the model's recipe names, each under its name or `observation/NAME`."""
+    from dataclasses import replace
+
+    from robovla.processing import VLAProcessor
+    from robovla.serve.errors import RequestError
+    from robovla.serve.observation import parse_observation
+
+    base = tiny_vla.processor
+    processor = VLAProcessor(base.image_config, base.tokenizer, base.action_tokenizer, base.norm_stats,
+                             replace(tiny_vla.recipe, cameras=("image", "wrist_image")))
+    payload = {"image": image(1), "observation/wrist_image": image(2, 16, 16), "instruction": "lift the cup",
+               "unnorm_key": "bridge_orig"}
+    parsed = parse_observation(payload, base.norm_stats, 256, "", processor)
+    assert list(parsed.images) == ["image", "wrist_image"] and parsed.images["wrist_image"].size == (16, 16)
+    with pytest.raises(RequestError) as refused:
+        parse_observation({k: v for k, v in payload.items() if "wrist" not in k}, base.norm_stats, 256,
+                          "observations[1].", processor)
+    assert refused.value.field == "observations[1].wrist_image" and "observation/wrist_image" in str(refused.value)

@@ -38,8 +38,8 @@ def test_clients_drive_a_model_that_reads_the_robot_state(proprio_chunk_model, r
     model = proprio_chunk_model
     config = ServerConfig(max_wait_ms=0.0, restrict_to_actions=restrict)
     image, state = observation(1)
-    expected = model.predict([image], ["put the red cube in the bowl"], proprio=[state],
-                             restrict_to_actions=restrict).actions[0]
+    decoding = robovla.Decoding(restrict_to_actions=restrict)
+    expected = model.predict([image], ["put the red cube in the bowl"], proprio=[state], decoding=decoding).actions[0]
     with BackgroundServer(create_app(model, config, "stateful"), config) as server:
         rest = PolicyClient(server.url)
         assert np.array_equal(rest.act_chunk(image, "put the red cube in the bowl", proprio=state), expected)
@@ -48,7 +48,7 @@ def test_clients_drive_a_model_that_reads_the_robot_state(proprio_chunk_model, r
         batch = rest.act_chunk_batch([{"image": image, "instruction": "put the red cube in the bowl", "proprio": state},
                                       {"image": second, "instruction": "push the cube", "proprio": other}])
         together = model.predict([image, second], ["put the red cube in the bowl", "push the cube"],
-                                 proprio=[state, other], restrict_to_actions=restrict).actions
+                                 proprio=[state, other], decoding=decoding).actions
         assert np.array_equal(np.stack(batch), together)
         assert [a.shape for a in rest.act_batch([{"image": image, "instruction": "x", "proprio": state}])] == [(7,)]
         with WebsocketPolicyClient(f"ws://{server.host}:{server.port}") as ws:
@@ -94,18 +94,18 @@ def test_action_tokens_only_flag_reaches_the_model(monkeypatch, flags, restrict)
     assert config.restrict_to_actions is restrict
     model = app.state.service.vla
     calls = []
-    predict = model.predict
+    decode = model.decode
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("restrict_to_actions"))
-        return predict(*args, **kwargs)
+    def spy(prefix, decoding, *args, **kwargs):
+        calls.append(decoding.restrict_to_actions)
+        return decode(prefix, decoding, *args, **kwargs)
 
-    monkeypatch.setattr(model, "predict", spy)
+    monkeypatch.setattr(model, "decode", spy)
     image = np.random.default_rng(5).integers(0, 256, (24, 24, 3), dtype=np.uint8)
     with BackgroundServer(app, config) as server:
         client = PolicyClient(server.url)
         action = client.act(image, "lift the cup", "bridge_orig")
         assert client.metadata()["restrict_to_actions"] is restrict
     assert calls == [restrict]
-    np.testing.assert_array_equal(action, predict([image], ["lift the cup"], "bridge_orig",
-                                                  restrict_to_actions=restrict).first[0])
+    np.testing.assert_array_equal(action, model.predict([image], ["lift the cup"], "bridge_orig",
+                                                        decoding=robovla.Decoding(restrict_to_actions=restrict)).first[0])

@@ -1,29 +1,44 @@
 """`Policy`: a checkpoint ready to act, the one inference entry of the CLI, the server, evaluation and the demo.
 
-A policy is a model plus what using it takes: which dataset's statistics turn tokens back into actions, whether
-decoding may pick any token or only action tokens, and who says where the instruction's objects are (the
-model's grounding pointer, its own tokens, or values handed in with each call: a detector, the simulator).
-Observations are dicts keyed like the recipe's cameras (`"image"`, ...), plus `"instruction"` and, for models
-that read the robot state, `"proprio"`; a missing key is an error that names it.
+A policy is a model plus what using it takes: which dataset's statistics turn tokens back into actions, how
+decoding chooses (any token or only action tokens), and, for a grounding model, who says where the instruction's
+objects are (a `robovla.grounding` source: its pointer, its own tokens, or values each observation carries).
+Observations are dicts keyed like the recipe's cameras (`"image"`, ...), plus `"instruction"`, and for models
+that read the robot state `"proprio"`; a missing key is an error that names it.
+
+The path of one call: observations -> `VLAProcessor.model_inputs` -> `VLA.prefill` -> grounding source ->
+`VLA.decode` -> `VLAProcessor.decode_prediction` -> `ActionPrediction`.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from robovla.config import Recipe
 from robovla.errors import RobovlaError
+from robovla.grounding import GROUNDING_KEY, GroundingSource, grounding_source
 
-GROUNDING_CHOICES = ("pointer", "tokens")
 Observation = Mapping[str, Any]
+
+_WARM_UP_SHORT = "pick it up"
+_WARM_UP_LONG = ("pick up the small red block on the left side of the table, carry it slowly over the blue plate in "
+                 "the middle and put it down gently next to the green cup without touching the yellow bowl")
+_WARM_UP_MEDIUM = "pick up the red block and put it on the blue plate"
+WARM_UP_BATCHES = (  # see Policy.warm_up
+    (_WARM_UP_SHORT,), (_WARM_UP_LONG,), (_WARM_UP_SHORT,) * 2, (_WARM_UP_SHORT, _WARM_UP_LONG),
+    (_WARM_UP_MEDIUM, _WARM_UP_SHORT, _WARM_UP_SHORT), (_WARM_UP_LONG,) * 3,
+)
 
 
 class Policy:
     """`predict(observation(s)) -> ActionPrediction`, with `compile()` and `warm_up()` for repeated calls."""
 
     def __init__(self, model: Any, unnorm_key: str | None = None, restrict_to_actions: bool = False,
-                 grounding: str | None = None) -> None:
+                 grounding: str | GroundingSource | None = None) -> None:
         from robovla.processing import resolve_unnorm_key
 
         if unnorm_key is not None:
@@ -31,16 +46,11 @@ class Policy:
         self.model = model
         self.unnorm_key = unnorm_key  # None: the checkpoint's only dataset, or one named with each call
         self.restrict_to_actions = restrict_to_actions
-        grounding = grounding or self.recipe.grounding_source
-        if grounding not in GROUNDING_CHOICES:
-            raise RobovlaError(f"unknown grounding source {grounding!r}; valid: {', '.join(GROUNDING_CHOICES)}")
-        if grounding == "pointer" and model.grounding_pointer is None:
-            raise RobovlaError("grounding source 'pointer': this model has no grounding pointer (robovla fit-pointer)")
-        self.grounding = grounding
+        self.grounding = grounding_source(model, grounding)  # None: the recipe's (its pointer if fitted)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, unnorm_key: str | None = None, restrict_to_actions: bool = False,
-                        grounding: str | None = None, **load: Any) -> "Policy":
+                        grounding: str | GroundingSource | None = None, **load: Any) -> "Policy":
         """Load a checkpoint folder (`load`: dtype, device, quantization, as `robovla.load_pretrained`)."""
         from robovla.model.checkpoint import load_pretrained
 
@@ -55,6 +65,12 @@ class Policy:
     def image_size(self) -> int:
         return self.model.processor.image_config.image_sizes[0]
 
+    @property
+    def observation_keys(self) -> list[str]:
+        """The keys each observation must have."""
+        return [*self.recipe.cameras, "instruction", *(["proprio"] if self.recipe.proprio else []),
+                *([GROUNDING_KEY] if self.grounding.reads_observation else [])]
+
     def action_dim(self, unnorm_key: str | None = None) -> int:
         return self.model.action_dim(unnorm_key or self.unnorm_key)
 
@@ -68,34 +84,48 @@ class Policy:
         return len(self.model.norm_stats[key].get("proprio", {}).get("q01", [])) or None
 
     # ----------------------------------------------------------------------------------------------- acting
-    def predict(self, observations: Observation | Sequence[Observation], grounding: Any = None,
-                unnorm_key: str | None = None):
+    def predict(self, observations: Observation | Sequence[Observation], unnorm_key: str | None = None):
         """One observation dict, or a list of them (one batched model call) -> `ActionPrediction`.
 
-        `grounding` [B, G] tells a grounding model where the named objects are (NaN: the policy's own source
-        decides), in the dataset's units: an object detector's output, or the simulator's true positions.
         `unnorm_key` names this call's dataset when the policy has none of its own (a server's requests)."""
+        import torch
+
+        from robovla.model.decoding import Decoding
+
         batch = [observations] if isinstance(observations, Mapping) else list(observations)
         if not batch:
             raise RobovlaError("no observations given")
         for k, observation in enumerate(batch):
             self._check(k, observation)
+        key = unnorm_key or self.unnorm_key
+        processor = self.model.processor
         camera = self.recipe.cameras[0]  # the model reads one image today; more cameras come with their recipe
-        return self.model.predict(
-            [o[camera] for o in batch], [o["instruction"] for o in batch], unnorm_key or self.unnorm_key,
-            restrict_to_actions=self.restrict_to_actions,
-            proprio=[o["proprio"] for o in batch] if self.recipe.proprio else None,
-            grounding=grounding, use_pointer=self.grounding == "pointer",
-        )
+        inputs = processor.model_inputs([o[camera] for o in batch], [o["instruction"] for o in batch],
+                                        [o["proprio"] for o in batch] if self.recipe.proprio else None, key)
+        n_grounding = processor.grounding_dim(key)
+        decoding = Decoding(self.recipe.selection, self.restrict_to_actions, greedy_steps=n_grounding)
+        with torch.inference_mode():
+            prefix = self.model.prefill(inputs, processor.generated_length(key),
+                                        self.grounding.layer if n_grounding else None)
+            forced = None
+            if n_grounding:  # grounding tokens first: the source's estimate, the model's own where it has none
+                positions = self.grounding.estimate(batch, prefix)
+                if positions is not None:
+                    forced = torch.as_tensor(processor.forced_grounding_ids(positions, len(batch), key))
+            generated = self.model.decode(prefix, decoding, forced)
+        return processor.decode_prediction(generated.cpu().numpy(), key)
 
     def _check(self, index: int, observation: Observation) -> None:
         if not isinstance(observation, Mapping):
             raise RobovlaError(f"observation {index} must be a dict, got {type(observation).__name__}")
-        needed = [*self.recipe.cameras, "instruction", *(["proprio"] if self.recipe.proprio else [])]
+        needed = self.observation_keys
         missing = [key for key in needed if observation.get(key) is None]
         if missing:
-            raise RobovlaError(f"observation {index} has no {', '.join(map(repr, missing))} (this checkpoint reads "
+            raise RobovlaError(f"observation {index} has no {', '.join(map(repr, missing))} (this policy reads "
                                f"{', '.join(needed)})")
+        if GROUNDING_KEY in observation and not self.grounding.reads_observation:
+            raise RobovlaError(f"observation {index} gives {GROUNDING_KEY!r}, but this policy's grounding source is "
+                               f"{self.grounding.name!r}: make the policy with grounding='given' to use the values")
 
     # ------------------------------------------------------------------------------------------- speed
     def compile(self) -> "Policy":
@@ -104,6 +134,28 @@ class Policy:
         return self
 
     def warm_up(self, on_call: Callable[[int, int, float], None] | None = None) -> None:
-        """Compile now the shapes later calls need (see `VLA.warm_up`)."""
-        self.model.warm_up(self.unnorm_key, on_call)
+        """Predict on blank observations so that compiling happens now, not at a robot's first requests.
 
+        A compiled model compiles per new shape (seconds to a minute), and a server's worker waits meanwhile.
+        dynamo specialises on a dimension's first size and compiles it as dynamic at its second, so two sizes of
+        batch and of prompt, each alone, in padded batches and in unpadded ones (three code paths), cover the
+        batch sizes and instructions that follow; the short and long prompts also differ in KV-cache size.
+        The policy's dataset (None: the checkpoint's first; the shapes hardly depend on it) gives the state.
+        `on_call(batch, longest prompt in tokens, seconds)` reports each call.
+        """
+        from robovla.processing import resolve_unnorm_key
+
+        key = resolve_unnorm_key(self.model.norm_stats, self.unnorm_key or sorted(self.model.norm_stats)[0])
+        stats = self.model.norm_stats[key]
+        size = self.image_size
+        blank = {camera: np.zeros((size, size, 3), np.uint8) for camera in self.recipe.cameras}
+        if self.recipe.proprio:
+            blank["proprio"] = np.asarray(stats["proprio"]["q01"], dtype=np.float64)
+        if self.grounding.reads_observation:
+            blank[GROUNDING_KEY] = np.full(self.model.processor.grounding_dim(key), np.nan)
+        for texts in WARM_UP_BATCHES:
+            start = time.perf_counter()
+            self.predict([{**blank, "instruction": text} for text in texts], unnorm_key=key)
+            if on_call is not None:
+                longest = max(len(self.model.processor.prompt_ids(text, blank.get("proprio"), key)) for text in texts)
+                on_call(len(texts), longest, time.perf_counter() - start)

@@ -92,18 +92,18 @@ def build_policy(args: argparse.Namespace):
     import robovla
 
     model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype)
-    if args.no_pointer:
-        if model.grounding_pointer is None:
-            raise RobovlaError("--no-pointer: this model has no grounding pointer")
-        model.set_grounding_pointer(None)  # the language model's own grounding tokens
+    if args.no_pointer and model.grounding_pointer is None:
+        raise RobovlaError("--no-pointer: this model has no grounding pointer")
     if args.selection:
         from dataclasses import replace
 
         model.set_recipe(replace(model.recipe, selection=args.selection))
     if args.compile:
         model.compile_inference()
+    # who says where the named objects are: the simulator's truth, the language model (no pointer), or the recipe's
+    grounding = "given" if args.sim_grounding else "tokens" if args.no_pointer else None
     return policies.CheckpointPolicy(model, args.checkpoint, args.unnorm_key, not args.full_vocabulary,
-                                     args.execute, args.ensemble, args.sim_grounding, {"dtype": args.dtype})
+                                     args.execute, args.ensemble, grounding, {"dtype": args.dtype})
 
 
 def resumed_arguments(args: argparse.Namespace, parser_argv: list[str]) -> list[str]:

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         vla.compile_inference()
         if args.warm_up:
             logger.info("compiling before serving, so that no request waits for it (a minute or more)")
-            vla.warm_up(on_call=lambda batch, tokens, seconds: logger.info(
+            policy = robovla.Policy(vla, restrict_to_actions=config.restrict_to_actions)
+            policy.warm_up(on_call=lambda batch, tokens, seconds: logger.info(
                 "compiled: batch %d, prompt %d tokens, %.1f s", batch, tokens, seconds))
     app = create_app(vla, config, model_name=Path(args.checkpoint).resolve().name)
     auth = "API key required" if config.api_key else "no API key"

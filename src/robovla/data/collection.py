@@ -79,15 +79,17 @@ class EpisodeRecorder:
             import robovla
 
             torch.set_num_threads(1)  # one per worker process: the workers already use the cores
-            self.policy = robovla.load_pretrained(config.policy)
+            self.policy = robovla.Policy.from_pretrained(config.policy, restrict_to_actions=True)
         self.env = make_env(
             config.suite, embodiment=config.embodiment, image_size=config.image_size, wrist_camera=config.wrist_camera, task=config.task
         )
 
     def _policy_action(self, obs: dict, instruction: str) -> np.ndarray:
         assert self.policy is not None
-        return self.policy.predict([obs["image"]], [instruction], restrict_to_actions=True,
-                                   proprio=[obs["proprio"]]).first[0].astype(np.float32)
+        from robovla.robots import tabletop_robot
+
+        observation = tabletop_robot(self.config.embodiment).policy_observation(obs, instruction)
+        return self.policy.predict(observation).first[0].astype(np.float32)
 
     def run(self, attempt: int) -> tuple[int, bool, bool, int, str]:
         """Roll out one attempt; stage it if it succeeded (or, under a policy, always: every visited state

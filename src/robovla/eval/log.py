@@ -103,6 +103,3 @@ class EpisodeLog:
             handle.write(json.dumps(record.to_dict()) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-
-    def dicts(self) -> list[dict[str, Any]]:
-        return [record.to_dict() for record in self.records.values()]

@@ -111,13 +111,13 @@ class CheckpointPolicy(EvalPolicy):
 
     def __init__(self, model: Any, checkpoint: str | Path | None = None, unnorm_key: str | None = None,
                  restrict_to_actions: bool = True, execute: int | None = None, ensemble: float | None = None,
-                 sim_grounding: bool = False, options: dict[str, Any] | None = None) -> None:
+                 grounding: str | None = None, options: dict[str, Any] | None = None) -> None:
         if execute is not None and ensemble is not None:
             raise RobovlaError("--ensemble asks at every step; it cannot be combined with --execute")
         if ensemble is not None and model.recipe.action_chunk == 1:
             raise RobovlaError("temporal ensembling needs a model that predicts action chunks; this one predicts "
                                "one action per call (action_chunk 1)")
-        if sim_grounding and not model.recipe.grounding:
+        if grounding == "given" and not model.recipe.grounding:
             raise RobovlaError("--sim-grounding needs a model with grounding tokens (trained with --grounding)")
         self.model = model
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
@@ -125,7 +125,8 @@ class CheckpointPolicy(EvalPolicy):
         self.restrict_to_actions = restrict_to_actions
         self.execute = execute
         self.ensemble = ensemble
-        self.sim_grounding = sim_grounding
+        self.grounding = grounding  # None: the recipe's source; "given": the simulator's true positions
+        self._check_grounding()
         self.options = options or {}
         self.image_size = model.processor.image_config.image_sizes[0]
         self._description: dict[str, Any] | None = None
@@ -148,8 +149,8 @@ class CheckpointPolicy(EvalPolicy):
                 "action_chunk": recipe.action_chunk,
                 "execute": self.execute,
                 "ensemble": self.ensemble,
-                "grounding": None if not recipe.grounding else "simulator" if self.sim_grounding else
-                             recipe.grounding_source,
+                "grounding": None if not recipe.grounding else "simulator" if self.grounding == "given" else
+                             self.grounding or recipe.grounding_source,
                 **self.options,
             }
         return self._description
@@ -165,12 +166,17 @@ class CheckpointPolicy(EvalPolicy):
         from robovla.robots import tabletop_robot
 
         return policy_actor(self._policy(_dataset_key(self.unnorm_key, embodiment)), self.execute, self.ensemble,
-                            self.sim_grounding, tabletop_robot(embodiment))
+                            self.grounding == "given", tabletop_robot(embodiment))
 
     def _policy(self, unnorm_key: str) -> Any:
         from robovla.policy import Policy
 
-        return Policy(self.model, unnorm_key, self.restrict_to_actions)
+        return Policy(self.model, unnorm_key, self.restrict_to_actions, self.grounding)
+
+    def _check_grounding(self) -> None:
+        from robovla.grounding import grounding_source
+
+        grounding_source(self.model, self.grounding)  # an unknown or impossible source fails before any episode
 
 
 class ServerPolicy(EvalPolicy):

@@ -71,14 +71,16 @@ def policy_chunks(policy: Policy, robot: Robot, sim_grounding: bool = False) -> 
     """A `Policy` as a chunk predictor: one batched `predict` for the asking envs, whose observations `robot`
     maps to the policy's.
 
-    With `sim_grounding`, a grounding model is given the simulator's true target and goal positions as its
-    grounding tokens instead of estimating them: a diagnostic that separates seeing from acting."""
+    With `sim_grounding`, each observation carries the simulator's true target and goal positions under
+    "grounding" (for a policy whose grounding source is "given"): a diagnostic that separates seeing from acting."""
 
     def predict(envs: Envs, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
         observations = [robot.policy_observation({key: value[k] for key, value in obs.items()},
                                                  envs.instructions[k]) for k in ask]
-        grounding = envs.grounding()[ask] if sim_grounding else None
-        return policy.predict(observations, grounding=grounding).actions
+        if sim_grounding:
+            for observation, truth in zip(observations, envs.grounding()[ask]):
+                observation["grounding"] = truth
+        return policy.predict(observations).actions
 
     return predict
 

@@ -10,7 +10,7 @@ the transformers path (the conformance tests hold both to the reference's logits
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,34 @@ def pick_tokens(logits: torch.Tensor, token_range: tuple[int, int] | None, selec
         return torch.multinomial(probs, 1)[:, 0] + lo
     below_half = (probs.cumsum(dim=-1) < 0.5).sum(dim=-1)
     return below_half.clamp(max=hi - lo - 1) + lo
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How each generated id is chosen (the per-call part; the checkpoint's default is `recipe.selection`)."""
+
+    selection: str = "greedy"  # one of SELECTIONS (see `pick_tokens`)
+    restrict_to_actions: bool = False  # choose among the action bins only (any selection but greedy does)
+    greedy_steps: int = 0  # the first ids take the argmax whatever `selection` says (grounding tokens)
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {self.selection!r}; valid: {', '.join(SELECTIONS)}")
+
+
+@dataclass
+class DecodeState:
+    """A batch's prefix after `StaticCacheDecoder.prefill`: its KV cache (room for the ids still to come), the
+    logits that choose the first id, and, when asked for, one layer's hidden states over the prefix."""
+
+    keys: list[torch.Tensor]  # per layer [B, KVH, capacity, D]
+    values: list[torch.Tensor]
+    key_bias: torch.Tensor  # [B, 1, 1, capacity] 0 where a slot may be attended, -inf elsewhere
+    length: int  # prefix positions (the cache slots written so far)
+    num_tokens: int  # ids `decode` generates
+    position: torch.Tensor  # [B, 1] position id of the first generated token
+    logits: torch.Tensor  # [B, V] float32, the prefix's last position
+    captured: torch.Tensor | None = None  # [B, L, H] entering the captured layer
 
 
 class StaticCacheDecoder:
@@ -189,30 +217,12 @@ class StaticCacheDecoder:
         return self.lm.lm_head(self.lm.model.norm(hidden))[:, -1].float()
 
     @torch.inference_mode()
-    def generate(
-        self,
-        inputs_embeds: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor,
-        num_tokens: int,
-        token_range: tuple[int, int] | None = None,
-        step_logits: list[torch.Tensor] | None = None,
-        selection: str = "greedy",
-        forced: torch.Tensor | None = None,
-        greedy_steps: int = 0,
-        forced_from_prefix: tuple[int, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-    ) -> torch.Tensor:
-        """Ids [B, num_tokens]; `token_range` (lo, hi) restricts the choice to ids lo..hi-1.
+    def prefill(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor,
+                num_tokens: int, capture_layer: int | None = None) -> DecodeState:
+        """The prefix in one pass (causal + padding attention), with a cache sized for `num_tokens` more ids.
 
-        `selection` says how each step picks its token (see `pick_tokens`), after the first `greedy_steps`, which
-        take the argmax. `forced` [B, F <= num_tokens] holds
-        ids to emit instead of choosing (-1: choose): later tokens are conditioned on them.
-        `forced_from_prefix` (layer, fn): fn gets the prefix's hidden states entering that layer [B, L, H] and
-        returns forced ids [B, F] in the same form, used wherever `forced` leaves the choice open."""
-        if selection not in SELECTIONS:
-            raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
-        if selection != "greedy" and token_range is None:
-            raise ValueError(f"{selection} selection needs token_range (the action bins)")
+        With `capture_layer` the state keeps the prefix's hidden states entering that layer [B, L, H] (what a
+        grounding pointer reads)."""
         model = self.lm.model
         batch, length, _ = inputs_embeds.shape
         # prefix and generated slots each rounded up, so prompts of similar length share one compiled step, and so
@@ -227,40 +237,51 @@ class StaticCacheDecoder:
         key_bias = torch.full((batch, 1, 1, capacity), float("-inf"), dtype=torch.float32, device=device)
         key_bias[..., :length] = 0.0 if attention_mask is None else torch.where(
             attention_mask[:, None, None, :].bool(), 0.0, float("-inf"))
-
-        # ---- prefix: one pass, causal (+ padding) attention
         prefix_mask = None
         if attention_mask is not None:
             causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
             prefix_mask = causal[None, None] & attention_mask[:, None, None, :].bool()
         cos, sin = model.rotary_emb(inputs_embeds, position_ids)
         prefill_fn = self._compiled("prefill") if self.compile else self._prefill
-        capture_layer = None if forced_from_prefix is None else forced_from_prefix[0]
         with compile_settings(self.compile):
             hidden, captured = prefill_fn(inputs_embeds, cos, sin, keys, values, prefix_mask, capture_layer)
-        if forced_from_prefix is not None:
-            chosen = forced_from_prefix[1](captured).to(device)
-            forced = chosen if forced is None else torch.where(forced.to(device) >= 0, forced.to(device), chosen)
+        return DecodeState(keys, values, key_bias, length, num_tokens, position_ids[:, -1:] + 1,
+                           self._logits(hidden), captured)
 
+    @torch.inference_mode()
+    def decode(self, state: DecodeState, token_range: tuple[int, int] | None = None, selection: str = "greedy",
+               greedy_steps: int = 0, forced: torch.Tensor | None = None,
+               step_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Ids [B, state.num_tokens] after `prefill`; `token_range` (lo, hi) restricts the choice to ids lo..hi-1.
+
+        `selection` says how each step picks its token (see `pick_tokens`), after the first `greedy_steps`, which
+        take the argmax. `forced` [B, F <= num_tokens] holds ids to emit instead of choosing (-1: choose): later
+        tokens are conditioned on them. If `step_logits` is a list, each step's logits [B, V] are appended."""
+        if selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
+        if selection != "greedy" and token_range is None:
+            raise ValueError(f"{selection} selection needs token_range (the action bins)")
+        rotary = self.lm.model.rotary_emb
+        device = state.logits.device
+        forced = None if forced is None else forced.to(device)
         generated = []
-        position = position_ids[:, -1:] + 1
+        position, logits = state.position, state.logits
         step_fn = self._compiled("step") if self.compile else self._step
-        logits = self._logits(hidden)
-        for step in range(num_tokens):
+        for step in range(state.num_tokens):
             if step_logits is not None:
                 step_logits.append(logits)
             token = pick_tokens(logits, token_range, "greedy" if step < greedy_steps else selection)
             if forced is not None and step < forced.shape[1]:
-                token = torch.where(forced[:, step] >= 0, forced[:, step].to(token.device), token)
+                token = torch.where(forced[:, step] >= 0, forced[:, step], token)
             generated.append(token)
-            if step + 1 == num_tokens:
+            if step + 1 == state.num_tokens:
                 break
-            slot = length + step
-            key_bias[..., slot] = 0.0
+            slot = state.length + step
+            state.key_bias[..., slot] = 0.0
             embeds = self.lm.get_input_embeddings()(token[:, None])
-            cos, sin = model.rotary_emb(embeds, position)
+            cos, sin = rotary(embeds, position)
             slot_index = torch.tensor([slot], device=device)
             with compile_settings(self.compile):
-                logits = step_fn(embeds, cos, sin, keys, values, key_bias, slot_index)
+                logits = step_fn(embeds, cos, sin, state.keys, state.values, state.key_bias, slot_index)
             position = position + 1
         return torch.stack(generated, dim=1)

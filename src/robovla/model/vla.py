@@ -7,9 +7,8 @@ attention mask hides it and position ids skip it, so every example sees exactly 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -18,22 +17,25 @@ from torch import nn
 
 from robovla.config import POINTER_KEY, Recipe, VLAConfig
 from robovla.errors import RobovlaError
-from robovla.model.decoding import StaticCacheDecoder, compile_settings
-from robovla.processing import resolve_unnorm_key
-from robovla.model.pointer import GroundingPointer, PointerConfig, prefix_parts
+from robovla.model.decoding import DecodeState, Decoding, StaticCacheDecoder, compile_settings
+from robovla.model.pointer import GroundingPointer, PointerConfig
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone
-from robovla.processing import IGNORE_INDEX, ActionPrediction, VLAProcessor
+from robovla.processing import IGNORE_INDEX, ActionPrediction, ModelInputs, VLAProcessor
 
 
-_WARM_UP_SHORT = "pick it up"
-_WARM_UP_LONG = ("pick up the small red block on the left side of the table, carry it slowly over the blue plate in "
-                 "the middle and put it down gently next to the green cup without touching the yellow bowl")
-_WARM_UP_MEDIUM = "pick up the red block and put it on the blue plate"
-WARM_UP_BATCHES = (  # see VLA.warm_up
-    (_WARM_UP_SHORT,), (_WARM_UP_LONG,), (_WARM_UP_SHORT,) * 2, (_WARM_UP_SHORT, _WARM_UP_LONG),
-    (_WARM_UP_MEDIUM, _WARM_UP_SHORT, _WARM_UP_SHORT), (_WARM_UP_LONG,) * 3,
-)
+@dataclass
+class Prefix:
+    """A batch after the prefix pass (`VLA.prefill`): the decoder's cache and, if captured, one layer's hidden
+    states [B, L, H] laid out like `multimodal_inputs` ([BOS] + patches + prompt)."""
+
+    state: DecodeState
+    mask: torch.Tensor | None  # [B, L] the prefix's attention mask (None: no padding)
+    n_patches: int
+
+    @property
+    def hidden(self) -> torch.Tensor | None:
+        return self.state.captured
 
 
 @dataclass
@@ -202,45 +204,40 @@ class VLA(nn.Module):
         return torch.cat([prefix, text], dim=1)
 
     # ------------------------------------------------------------------------------------------- inference
-    @torch.inference_mode()
-    def generate_action_tokens(
-        self,
-        pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        num_tokens: int,
-        restrict_to_actions: bool = False,
-        step_logits: list[torch.Tensor] | None = None,
-        selection: str = "greedy",
-        forced: torch.Tensor | None = None,
-        greedy_steps: int = 0,
-        pointer_grounding: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Decoding of `num_tokens` ids: one prefix pass, then one token per step on a static KV cache.
+    def prefill(self, inputs: ModelInputs, num_tokens: int, capture_layer: int | None = None) -> Prefix:
+        """The prefix pass ([BOS] + patches + prompt) with a KV cache sized for `num_tokens` generated ids.
 
-        If `step_logits` is a list, each step's full-vocabulary logits [B, V] (float32) are appended to it.
-        `selection` is one of `SELECTIONS`; all but "greedy" choose among the action bins, so they restrict to them.
-        The first `greedy_steps` tokens take the argmax whatever `selection` says (see `predict`).
-        `forced` [B, F] gives ids to emit at the first F steps instead of choosing (-1: choose).
-        `pointer_grounding` turns the grounding pointer's positions [B, G] (metres) into forced ids for the steps
-        `forced` leaves open; the pointer reads the prefix pass's hidden states (`_pointer_positions`).
-        """
-        restrict_to_actions = restrict_to_actions or selection != "greedy"
-        patches = self.embed_patches(pixel_values)
-        inputs, mask, position_ids = self.multimodal_inputs(patches, input_ids, attention_mask)
+        With `capture_layer` the prefix keeps the hidden states entering that language-model layer (a grounding
+        pointer reads them, `robovla.grounding`)."""
+        with torch.inference_mode():
+            patches = self.embed_patches(inputs.pixel_values)
+            embeds, mask, position_ids = self.multimodal_inputs(patches, inputs.input_ids, inputs.attention_mask)
+            state = self._static_decoder().prefill(embeds, mask, position_ids, num_tokens, capture_layer)
+        return Prefix(state, mask, patches.shape[1])
+
+    def decode(self, prefix: Prefix, decoding: Decoding | None = None, forced: torch.Tensor | None = None,
+               step_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Ids [B, num_tokens] after `prefill`, one token per step on the static KV cache.
+
+        `forced` [B, F] holds ids to emit at the first F steps instead of choosing (-1: choose); the ids after
+        them are conditioned on them. If `step_logits` is a list, each step's logits [B, V] (float32) are
+        appended to it."""
+        decoding = decoding or Decoding(selection=self.recipe.selection)
         first_action = self.config.action_vocab_size - self.config.n_action_bins
-        token_range = (first_action, self.config.action_vocab_size) if restrict_to_actions else None
+        restrict = decoding.restrict_to_actions or decoding.selection != "greedy"
+        token_range = (first_action, self.config.action_vocab_size) if restrict else None
+        return self._static_decoder().decode(prefix.state, token_range, decoding.selection, decoding.greedy_steps,
+                                             forced, step_logits)
+
+    def generate(self, inputs: ModelInputs, num_tokens: int, decoding: Decoding | None = None,
+                 forced: torch.Tensor | None = None, step_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`prefill` then `decode`: ids [B, num_tokens] (`decoding` None: the recipe's selection)."""
+        return self.decode(self.prefill(inputs, num_tokens), decoding, forced, step_logits)
+
+    def _static_decoder(self) -> StaticCacheDecoder:
         if self._decoder is None or self._decoder.lm is not self.language_model:
             self._decoder = StaticCacheDecoder(self.language_model, compile=self._compiled_inference)
-        from_prefix = None
-        if pointer_grounding is not None:
-            if self.grounding_pointer is None:
-                raise RobovlaError("this model has no grounding pointer")
-            n_patches = patches.shape[1]
-            from_prefix = (self.grounding_pointer.config.layer,
-                           lambda hidden: pointer_grounding(self._pointer_positions(hidden, mask, n_patches)))
-        return self._decoder.generate(inputs, mask, position_ids, num_tokens, token_range, step_logits, selection,
-                                      forced, greedy_steps, from_prefix)
+        return self._decoder
 
     @property
     def recipe(self) -> Recipe:
@@ -264,22 +261,15 @@ class VLA(nn.Module):
             self.config.extra[POINTER_KEY] = pointer.config.to_dict()
         self.set_recipe(replace(self.config.recipe, grounding_source="tokens" if pointer is None else "pointer"))
 
-    def _pointer_positions(self, hidden: torch.Tensor, mask: torch.Tensor | None, n_patches: int) -> torch.Tensor:
-        """The grounding pointer's positions [B, G] (metres) from the prefix's hidden states [B, L, H] laid out
-        like `multimodal_inputs`: [BOS] + patches + prompt (BOS's padded slot masked)."""
-        pointer = self.grounding_pointer
-        assert pointer is not None
-        return pointer.positions(pointer(*prefix_parts(hidden, mask, n_patches, pointer.config.max_text)))
-
     def compile_inference(self, enabled: bool = True) -> "VLA":
         """Run vision, prefill and each decode step through torch.compile (inductor, weights frozen into
         pre-packed layouts); `enabled=False` returns to eager.
 
         The first prediction per batch size and prompt-length bucket compiles (seconds); later ones reuse it.
         After a dimension's second size, dynamo compiles it as dynamic, so a few compiles cover all batch sizes and
-        prompt lengths; `warm_up()` does them up front. Each compiled shape holds its own pre-packed copy of the
-        weights: the small preset in bf16 takes 1.3 GB eager, 2.5 GB after its first prediction and 3-4 GB once a
-        few shapes have compiled.
+        prompt lengths; `Policy.warm_up()` does them up front. Each compiled shape holds its own pre-packed copy
+        of the weights: the small preset in bf16 takes 1.3 GB eager, 2.5 GB after its first prediction and
+        3-4 GB once a few shapes have compiled.
         Greedy tokens stay those of the eager path. For inference only: the weights are baked in.
         """
         self._compiled_inference = enabled
@@ -293,104 +283,37 @@ class VLA(nn.Module):
                     module.fused_attn = not enabled
         return self
 
-    def warm_up(self, unnorm_key: str | None = None,
-                on_call: Callable[[int, int, float], None] | None = None) -> None:
-        """Predict on blank observations so that compiling happens now, not at a robot's first requests.
+    def predict(self, images: Any, instructions: str | Sequence[str], unnorm_key: str | None = None,
+                proprio: Sequence[Any] | None = None, decoding: Decoding | None = None) -> ActionPrediction:
+        """Image(s) + instruction(s) -> `ActionPrediction`, everything said by the language model itself
+        (its own grounding tokens; `robovla.Policy` adds grounding sources, observation dicts and warm-up).
 
-        A compiled model compiles per new shape (seconds to a minute), and a server's worker waits meanwhile.
-        dynamo specialises on a dimension's first size and compiles it as dynamic at its second, so two sizes of
-        batch and of prompt, each alone, in padded batches and in unpadded ones (three code paths), cover the
-        batch sizes and instructions that follow; the short and long prompts also differ in KV-cache size.
-        `unnorm_key` None takes the first dataset (the shapes hardly depend on it). `on_call(batch, longest
-        prompt in tokens, seconds)` reports each call.
-        """
+        `decoding` None: greedy over the whole vocabulary, or the checkpoint's `recipe.selection`. Models that
+        read the robot state (`recipe.proprio`) need `proprio`, one vector per image."""
         processor = self._require_processor()
-        datasets = sorted(self.norm_stats or {})
-        if unnorm_key is None and datasets:
-            unnorm_key = datasets[0]
-        key = resolve_unnorm_key(self.norm_stats, unnorm_key)
-        size = processor.image_config.image_sizes[0]
-        state = self.norm_stats[key].get("proprio", {}).get("q01") if processor.uses_proprio else None
-        for texts in WARM_UP_BATCHES:
-            batch = len(texts)
-            start = time.perf_counter()
-            self.predict([np.zeros((size, size, 3), np.uint8)] * batch, list(texts), key,
-                         proprio=None if state is None else [state] * batch)
-            if on_call is not None:
-                longest = max(len(processor.prompt_ids(text, state, key)) for text in texts)
-                on_call(batch, longest, time.perf_counter() - start)
+        image_list, instruction_list = _as_batch(images, instructions)
+        inputs = processor.model_inputs(image_list, instruction_list, proprio, unnorm_key)
+        decoding = decoding or Decoding(selection=self.recipe.selection)
+        decoding = replace(decoding, greedy_steps=processor.grounding_dim(unnorm_key))
+        generated = self.generate(inputs, processor.generated_length(unnorm_key), decoding)
+        return processor.decode_prediction(generated.cpu().numpy(), unnorm_key)
 
-    def predict_action(
-        self,
-        images: Any,
-        instructions: str | Sequence[str],
-        unnorm_key: str | None = None,
-        return_token_ids: bool = False,
-        restrict_to_actions: bool = False,
-        proprio: Any = None,
-        selection: str | None = None,
-    ):
-        """Image(s) + instruction(s) -> unnormalised action(s).
+    def predict_action(self, images: Any, instructions: str | Sequence[str], unnorm_key: str | None = None,
+                       proprio: Any = None, return_token_ids: bool = False, restrict_to_actions: bool = False):
+        """The reference OpenVLA call: image(s) + instruction(s) -> unnormalised action(s).
 
         One image (HxWx3 uint8 array or PIL image) and one string give a [action_dim] array; lists give
         [B, action_dim]. With return_token_ids=True the generated ids come back too: (actions, token_ids).
-        Models trained with the robot state (`config.recipe.proprio`) also need `proprio`: one vector, or one per image.
-        """
+        Models trained with the robot state also need `proprio`: one vector, or one per image."""
         single = isinstance(instructions, str)
         if single and proprio is not None:
             proprio = [proprio]
-        prediction = self.predict(images, instructions, unnorm_key, restrict_to_actions=restrict_to_actions,
-                                  proprio=proprio, selection=selection)
+        decoding = Decoding(selection=self.recipe.selection, restrict_to_actions=restrict_to_actions)
+        prediction = self.predict(images, instructions, unnorm_key, proprio, decoding)
         actions, token_ids = prediction.first, prediction.token_ids[:, 0]
         if single:
             actions, token_ids = actions[0], token_ids[0]
         return (actions, token_ids) if return_token_ids else actions
-
-    def predict(
-        self,
-        images: Any,
-        instructions: str | Sequence[str],
-        unnorm_key: str | None = None,
-        restrict_to_actions: bool = False,
-        proprio: Sequence[Any] | None = None,
-        selection: str | None = None,
-        grounding: Any = None,
-        use_pointer: bool = True,
-    ) -> ActionPrediction:
-        """Batched `predict_action` with everything generated. `selection` None uses the checkpoint's
-        `config.recipe.selection` ("greedy", the reference's, unless `robovla export --selection` set another).
-
-        Models with grounding tokens can be told where things are instead of saying it: `grounding` [B, G] in the
-        dataset's units, NaN where the model should choose. The given values are emitted as its grounding tokens
-        and the actions are conditioned on them (an object detector's output, or the policy's own earlier estimate).
-        The model's own grounding tokens are always its argmax: when it hesitates between two objects, the median
-        bin lies between them and names neither (measured: 56/100 vs 50/100 episodes, docs/training.md).
-        A model with a grounding pointer (`robovla fit-pointer`) takes its grounding tokens from the pointer
-        instead (where `grounding` leaves the choice open); `use_pointer=False` lets the language model say them.
-        """
-        processor = self._require_processor()
-        image_list, instruction_list = _as_batch(images, instructions)
-        normalizer = processor.normalizer(unnorm_key)  # validates the key before any compute
-        prompts = processor.encode_prompts(instruction_list, proprio if processor.uses_proprio else None, unnorm_key)
-        pixel_values = processor.pixel_values(image_list)
-        mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
-        n_grounding, chunk = processor.grounding_dim(unnorm_key), processor.action_chunk
-        forced = None
-        if grounding is not None:
-            forced = torch.as_tensor(processor.forced_grounding_ids(grounding, len(instruction_list), unnorm_key))
-        pointer_grounding = None
-        if use_pointer and self.grounding_pointer is not None and n_grounding:
-            batch = len(instruction_list)
-
-            def pointer_grounding(positions: torch.Tensor) -> torch.Tensor:
-                return torch.as_tensor(processor.forced_grounding_ids(positions.cpu().numpy(), batch, unnorm_key))
-
-        generated = self.generate_action_tokens(
-            pixel_values, prompts.input_ids, mask, n_grounding + chunk * normalizer.action_dim, restrict_to_actions,
-            selection=selection or self.config.recipe.selection, forced=forced, greedy_steps=n_grounding,
-            pointer_grounding=pointer_grounding,
-        ).cpu().numpy()
-        return processor.decode_prediction(generated, unnorm_key)
 
 
 def _as_batch(images: Any, instructions: str | Sequence[str]) -> tuple[list[Any], list[str]]:

@@ -10,7 +10,7 @@
 from robovla.processing.actions import ActionNormalizer, ActionTokenizer, resolve_unnorm_key
 from robovla.processing.images import ImageProcessorConfig, ImageTransform, load_image_file, to_pil_rgb
 from robovla.processing.prediction import ActionPrediction
-from robovla.processing.processor import IGNORE_INDEX, PromptBatch, VLAProcessor
+from robovla.processing.processor import IGNORE_INDEX, ModelInputs, PromptBatch, VLAProcessor
 from robovla.processing.text import PROMPT_TEMPLATE, TextTokenizer, build_prompt
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "ActionTokenizer",
     "ImageProcessorConfig",
     "ImageTransform",
+    "ModelInputs",
     "PromptBatch",
     "TextTokenizer",
     "VLAProcessor",

@@ -30,6 +30,18 @@ class PromptBatch:
     attention_mask: torch.Tensor  # [B, T] 1 for real tokens
 
 
+@dataclass
+class ModelInputs:
+    """What the model reads for a batch of observations."""
+
+    pixel_values: torch.Tensor  # [B, 3 * backbones, H, W]
+    input_ids: torch.Tensor  # [B, T] prompts, left-padded, each starting with BOS
+    attention_mask: torch.Tensor | None  # [B, T] 1 for real tokens; None when no prompt is padded
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
 class VLAProcessor:
     """Images + instructions -> model inputs; generated tokens -> actions; and training examples."""
 
@@ -120,6 +132,10 @@ class VLAProcessor:
         ids = self.action_tokenizer.encode(normalizer.normalize(np.where(given, values, 0.0)))
         return np.where(given, ids, -1).astype(np.int64)
 
+    def generated_length(self, unnorm_key: str | None) -> int:
+        """Ids generated per observation: the grounding tokens, then K actions of D tokens."""
+        return self.grounding_dim(unnorm_key) + self.action_chunk * self.normalizer(unnorm_key).action_dim
+
     def grounding_dim(self, unnorm_key: str | None) -> int:
         """How many grounding tokens this model generates before the action (0 for the reference layout)."""
         return self._vector_normalizer("grounding", unnorm_key)[1].action_dim if self.uses_grounding else 0
@@ -171,6 +187,16 @@ class VLAProcessor:
 
     def pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
         return self.image_transform.batch(images)
+
+    def model_inputs(self, images: Sequence[Any], instructions: Sequence[str], proprio: Sequence[Any] | None = None,
+                     unnorm_key: str | None = None) -> ModelInputs:
+        """A batch of observations -> `ModelInputs` (the state is read only by a model whose recipe has proprio)."""
+        if len(images) != len(instructions):
+            raise RobovlaError(f"got {len(images)} images but {len(instructions)} instructions")
+        self.normalizer(unnorm_key)  # an unknown dataset fails before any image work
+        prompts = self.encode_prompts(instructions, proprio if self.uses_proprio else None, unnorm_key)
+        mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
+        return ModelInputs(self.pixel_values(images), prompts.input_ids, mask)
 
     def training_example(
         self,

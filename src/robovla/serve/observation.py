@@ -1,7 +1,8 @@
 """One observation from a request dict, checked field by field so a rejection names the field at fault.
 
 The same keys serve REST and websocket clients; the openpi-style aliases let openpi clients send their usual
-`observation/image` and `prompt` unchanged.
+`observation/image` and `prompt` unchanged. A model reads the cameras its recipe names (`image` by default; each
+camera `c` also accepted as `observation/c`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from robovla.processing import resolve_unnorm_key
 from robovla.processing import VLAProcessor, build_prompt, to_pil_rgb
 from robovla.serve.errors import RequestError
 
-IMAGE_KEYS = ("image", "observation/image")
+def camera_keys(camera: str) -> tuple[str, ...]:
+    """The request keys of one camera's image: its name, then the openpi-style alias."""
+    return (camera, f"observation/{camera}")
+
+
+IMAGE_KEYS = camera_keys("image")
 INSTRUCTION_KEYS = ("instruction", "prompt")
 UNNORM_KEY = "unnorm_key"
 PROPRIO_KEYS = ("proprio", "state", "observation/state")
@@ -25,7 +31,7 @@ PROPRIO_KEYS = ("proprio", "state", "observation/state")
 
 @dataclass(frozen=True)
 class Observation:
-    image: Image.Image
+    images: dict[str, Image.Image]  # one per camera of the model's recipe, keyed by camera name
     instruction: str
     unnorm_key: str  # resolved: never None, always one of the checkpoint's datasets
     proprio: np.ndarray | None = None  # the robot state, for models that read it
@@ -44,23 +50,18 @@ def parse_observation(
 ) -> Observation:
     """Validate `{image, instruction, unnorm_key?, proprio?}`; `where` prefixes field names (`observations[2].`).
 
-    `proprio` is required, and checked against the statistics, when `processor` belongs to a model that reads it.
+    The cameras are the recipe's of `processor`'s model (`image` without one). `proprio` is required, and checked
+    against the statistics, when `processor` belongs to a model that reads it.
     """
     if not isinstance(payload, dict):
         raise RequestError(400, f"an observation must be a JSON object (a msgpack map), got {type(payload).__name__}",
                            where.rstrip(".") or "body")
-    image = _first(payload, IMAGE_KEYS, where)
-    if not isinstance(image, np.ndarray):
-        raise RequestError(400, f"image must be an HxWx3 uint8 array (json-numpy or msgpack-numpy encoded), "
-                                f"got {type(image).__name__}", where + "image")
-    if image.ndim >= 2 and max(image.shape[:2]) > max_image_side:
-        raise RequestError(413, f"image is {image.shape[0]}x{image.shape[1]}: the limit is {max_image_side} "
-                                f"pixels per side", where + "image")
+    cameras = processor.recipe.cameras if processor is not None else ("image",)
+    images = {camera: _image(payload, camera, max_image_side, where) for camera in cameras}
     instruction = _first(payload, INSTRUCTION_KEYS, where)
     unnorm_key = payload.get(UNNORM_KEY)
     if unnorm_key is not None and not isinstance(unnorm_key, str):
         raise RequestError(400, f"unnorm_key must be a string, got {type(unnorm_key).__name__}", where + UNNORM_KEY)
-    pil = _checked(where + "image", to_pil_rgb, image)
     _checked(where + "instruction", build_prompt, instruction)
     key = _checked(where + UNNORM_KEY, resolve_unnorm_key, norm_stats, unnorm_key)
     proprio = None
@@ -71,7 +72,18 @@ def parse_observation(
         except (TypeError, ValueError):
             raise RequestError(400, "proprio must be a vector of numbers", where + PROPRIO_KEYS[0]) from None
         _checked(where + PROPRIO_KEYS[0], processor.proprio_ids, proprio, key)
-    return Observation(pil, instruction, key, proprio)
+    return Observation(images, instruction, key, proprio)
+
+
+def _image(payload: dict[str, Any], camera: str, max_image_side: int, where: str) -> Image.Image:
+    image = _first(payload, camera_keys(camera), where)
+    if not isinstance(image, np.ndarray):
+        raise RequestError(400, f"{camera} must be an HxWx3 uint8 array (json-numpy or msgpack-numpy encoded), "
+                                f"got {type(image).__name__}", where + camera)
+    if image.ndim >= 2 and max(image.shape[:2]) > max_image_side:
+        raise RequestError(413, f"{camera} is {image.shape[0]}x{image.shape[1]}: the limit is {max_image_side} "
+                                f"pixels per side", where + camera)
+    return _checked(where + camera, to_pil_rgb, image)
 
 
 def _checked(field: str, check: Any, *args: Any) -> Any:

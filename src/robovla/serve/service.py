@@ -15,7 +15,7 @@ from robovla.serve.batcher import BatchedAction, DynamicBatcher
 from robovla.serve.config import ServerConfig
 from robovla.serve.metrics import Metrics
 from robovla.serve.observation import (IMAGE_KEYS, INSTRUCTION_KEYS, PROPRIO_KEYS, UNNORM_KEY, Observation,
-                                      parse_observation)
+                                      camera_keys, parse_observation)
 
 
 class PolicyService:
@@ -50,8 +50,7 @@ class PolicyService:
 
     def _predict(self, observations: Sequence[Observation]) -> np.ndarray:
         """[B, horizon, action_dim]; runs in the batcher's worker thread; all observations share one unnorm_key."""
-        camera = self.policy.recipe.cameras[0]
-        batch = [{camera: o.image, "instruction": o.instruction, "proprio": o.proprio} for o in observations]
+        batch = [{**o.images, "instruction": o.instruction, "proprio": o.proprio} for o in observations]
         return self.policy.predict(batch, unnorm_key=observations[0].unnorm_key).actions
 
     def reply_actions(self, result: BatchedAction) -> np.ndarray:
@@ -83,6 +82,7 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         "observation_keys": {"image": list(IMAGE_KEYS), "instruction": list(INSTRUCTION_KEYS),
                              "unnorm_key": [UNNORM_KEY], "proprio": list(PROPRIO_KEYS)},
         "image_keys": list(IMAGE_KEYS),
+        "cameras": {camera: list(camera_keys(camera)) for camera in policy.recipe.cameras},  # each one required
         "proprio_keys": list(PROPRIO_KEYS),
         # the robot state's length (None: the model reads no state); per dataset in proprio_dims
         "proprio_dim": next(iter(set(proprio_dims.values()))) if len(set(proprio_dims.values())) == 1 else None,
@@ -90,8 +90,7 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         "action_horizon": vla.recipe.action_chunk,  # actions per reply: REST /act and the websocket send them all
         "restrict_to_actions": config.restrict_to_actions,  # greedy over the 256 action tokens only
         # whether the model first says where the named objects are, and how: its pointer or its own tokens
-        "grounding": None if not vla.recipe.grounding else
-                     "pointer" if vla.grounding_pointer is not None else "tokens",
+        "grounding": policy.grounding.name if vla.recipe.grounding else None,
         "max_batch_size": config.max_batch_size,
         "max_batch_request": config.max_batch_request,
         "auth_required": config.api_key is not None,

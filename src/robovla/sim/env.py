@@ -160,10 +160,6 @@ class TabletopEnv(gymnasium.Env):
         q = self._data.qpos[self._finger_qpos]
         return float(np.sum(q) / (2 * self.embodiment.finger_half_open))
 
-    @property
-    def step_count(self) -> int:
-        return self._t
-
     def object_pos(self, name: str) -> np.ndarray:
         adr = self._object_qpos[name]
         return self._data.qpos[adr : adr + 3].copy()
