@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench eval-shipped policy policy-gpu policy-pointer clean
+.PHONY: install demo test test-slow bench eval-shipped experiment-recipes policy policy-gpu policy-pointer clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,12 +34,19 @@ bench: $(STAMP)
 	$(PY) benchmarks/grounding_generalization.py
 	$(PY) benchmarks/grounding_generalization.py --no-pointer --out benchmarks/results/grounding_no_pointer.json
 	$(PY) benchmarks/eval_throughput.py
+	$(PY) benchmarks/recipes_speed.py
 
 eval-shipped: $(STAMP)
 	# results/shipped-policy: the shipped policy on the five suites and paraphrases, official seeds (~3 min on 2 cores;
 	# rerun to resume after a kill)
 	$(VENV)/bin/robovla eval --checkpoint src/robovla/assets/policies/tabletop-fine --suite all \
 		--suite tabletop-train:paraphrase --episodes 50 --videos 2 --out results/shipped-policy --quiet
+
+experiment-recipes: $(STAMP)
+	# results/recipes: the reference recipe against OpenVLA-OFT's parallel decoding, trained from scratch on the same
+	# 1000 demonstrations (about 3 h on 2 cores for the 6000-step schedule); rerun to resume; STOP_AT=N trains each
+	# model to step N of its schedule now and reports that interim result
+	$(VENV)/bin/robovla experiment recipes $(if $(STOP_AT),--stop-at $(STOP_AT))
 
 policy: $(STAMP)
 	# the shipped tabletop-cpu policy from nothing (~4.5 h on 2 cores); re-run to resume after a kill

@@ -80,3 +80,18 @@ def test_grounding_generalization_rebuilds_collected_scenes_and_reports_per_fami
     (frame,) = bench.first_frames(21, 1, 32)
     assert np.array_equal(frame["image"], data[0]["image"]) and frame["instruction"] == data[0]["instruction"]
     assert np.allclose(frame["truth"], data.grounding[0])
+
+
+def test_recipes_speed_times_every_recipe_against_the_reference(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import recipes_speed as bench
+
+    out = tmp_path / "recipes.json"
+    monkeypatch.setattr(sys, "argv", ["recipes_speed.py", "--presets", "tiny", "--batches", "1", "2", "--repeats", "1",
+                                      "--json", str(out)])
+    bench.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["recipe"], r["batch"]) for r in rows] == [(name, batch) for batch in (1, 2) for name in bench.RECIPES]
+    for row in rows:
+        expected = 1.0 if row["recipe"] == "reference" else None
+        assert row["latency_ms"] > 0 and (expected is None or row["vs_reference"] == expected)

@@ -102,3 +102,25 @@ def test_websocket_client(server, tiny_vla):
         assert error.value.status == 400 and error.value.field == "instruction"
         assert client.infer({"observation/image": image(5), "prompt": "go", "unnorm_key": "bridge_orig"})[
             "actions"].shape == (1, 7)
+
+
+def test_chunk_executor_runs_chunks_open_loop_replans_or_ensembles():
+    from robovla.client import ChunkExecutor
+
+    asked = []
+
+    def ask(step):
+        asked.append(step)
+        return np.arange(3)[:, None] + 10.0 * step  # the chunk for steps step, step+1, step+2
+
+    whole = ChunkExecutor(ask)
+    assert [float(whole(t)[0]) for t in range(4)] == [0.0, 1.0, 2.0, 30.0] and asked == [0, 3]
+    asked.clear()
+    replanning = ChunkExecutor(ask, execute=2)
+    assert [float(replanning(t)[0]) for t in range(4)] == [0.0, 1.0, 20.0, 21.0] and asked == [0, 2]
+    asked.clear()
+    ensembled = ChunkExecutor(ask, ensemble=0.0)  # a plain mean of every prediction for the step
+    assert [float(ensembled(t)[0]) for t in range(3)] == [0.0, (1.0 + 10.0) / 2, (2.0 + 11.0 + 20.0) / 3]
+    assert asked == [0, 1, 2]
+    with pytest.raises(ValueError, match="cannot be combined"):
+        ChunkExecutor(ask, execute=2, ensemble=0.5)

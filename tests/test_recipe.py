@@ -36,7 +36,8 @@ def test_a_recipe_round_trips_through_config_json_under_one_key(tmp_path):
     written = json.loads((folder / "config.json").read_text())
     assert written[RECIPE_KEY] == {"cameras": ["image"], "proprio": True, "grounding": False,
                                    "grounding_source": "tokens", "action_chunk": 4, "action_head": "tokens",
-                                   "selection": "median"}
+                                   "selection": "median", "decoding": "autoregressive", "action_dim": 0,
+                                   "state_tokens": 0, "state_dim": 0}
     assert not set(LEGACY_RECIPE_KEYS) & set(written)  # one key, no copies
     loaded = robovla.load_pretrained(folder)
     assert loaded.recipe == recipe and loaded.processor.recipe is loaded.config.recipe

@@ -291,3 +291,24 @@ def test_a_recipe_with_two_cameras_needs_both_images_named(tiny_vla):
         parse_observation({k: v for k, v in payload.items() if "wrist" not in k}, base.norm_stats, 256,
                           "observations[1].", processor)
     assert refused.value.field == "observations[1].wrist_image" and "observation/wrist_image" in str(refused.value)
+
+
+def test_an_instruction_longer_than_the_context_is_refused_before_the_model(tiny_vla, monkeypatch):
+    """Bounded work per request: too many characters is refused untokenized, too many tokens after tokenizing;
+    neither reaches the model's worker."""
+    calls = []
+    prefill = tiny_vla.prefill
+    monkeypatch.setattr(tiny_vla, "prefill", lambda *a, **k: calls.append(1) or prefill(*a, **k))
+    with BackgroundServer(create_app(tiny_vla, CONFIG, "tiny"), CONFIG) as running:
+        limit = httpx.get(running.url + "/metadata").json()["max_prompt_tokens"]
+        assert limit == 2048 - tiny_vla.vision_backbone.num_patches - 7  # context - patches - the action's ids
+        url = running.url + "/act"
+        huge = {"image": image(1), "instruction": "x" * 100_000, "unnorm_key": "bridge_orig"}
+        assert_error(httpx.post(url, content=json_numpy.dumps(huge), timeout=60), 400, "instruction",
+                     "100000 characters", f"room for {limit} prompt tokens")
+        long = {**huge, "instruction": "put the cube in the bowl " * 400}
+        assert_error(httpx.post(url, content=json_numpy.dumps(long), timeout=60), 400, "instruction",
+                     "prompt tokens", f"room for {limit}")
+        assert not calls
+        ok = httpx.post(url, content=json_numpy.dumps({**huge, "instruction": "put the cube in the bowl"}), timeout=60)
+        assert ok.status_code == 200 and calls

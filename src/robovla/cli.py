@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "export": "export",
     "fit-pointer": "fit_pointer",
+    "experiment": "experiment",
 }
 
 

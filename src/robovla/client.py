@@ -144,17 +144,18 @@ class PolicyClient:
             raise _server_error(error.code, error.read(), error.headers.get("Retry-After")) from None
 
     def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None,
-            proprio: np.ndarray | None = None) -> np.ndarray:
+            proprio: np.ndarray | None = None, cameras: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """One observation -> the action to execute now [action_dim] (the first of a chunking model's chunk).
 
-        `proprio` is the robot state, for models that read it (`metadata()["proprio_required"]`)."""
-        return _first_action(self.act_chunk(image, instruction, unnorm_key, proprio))
+        `proprio` is the robot state, for models that read it (`metadata()["proprio_required"]`); `cameras` the
+        images of further cameras by name (`metadata()["cameras"]`, e.g. {"wrist_image": ...})."""
+        return _first_action(self.act_chunk(image, instruction, unnorm_key, proprio, cameras))
 
     def act_chunk(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None,
-                  proprio: np.ndarray | None = None) -> np.ndarray:
+                  proprio: np.ndarray | None = None, cameras: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """One observation -> every action the model predicted, in order [horizon, action_dim] (horizon 1 for a
         model that predicts one step)."""
-        reply = self._request("/act", _observation(image, instruction, unnorm_key, proprio))
+        reply = self._request("/act", _observation(image, instruction, unnorm_key, proprio, cameras))
         return np.atleast_2d(np.asarray(reply))
 
     def act_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray]:
@@ -175,8 +176,9 @@ class PolicyClient:
 
 
 def _observation(image: np.ndarray, instruction: str, unnorm_key: str | None,
-                 proprio: np.ndarray | None = None) -> dict[str, Any]:
+                 proprio: np.ndarray | None = None, cameras: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     observation: dict[str, Any] = {"image": np.asarray(image), "instruction": instruction}
+    observation.update({name: np.asarray(picture) for name, picture in (cameras or {}).items()})
     if unnorm_key is not None:
         observation["unnorm_key"] = unnorm_key
     if proprio is not None:
@@ -226,14 +228,15 @@ class WebsocketPolicyClient:
         return msgpack_unpackb(reply)
 
     def act(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None,
-            proprio: np.ndarray | None = None) -> np.ndarray:
+            proprio: np.ndarray | None = None, cameras: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """One observation -> the action to execute now [action_dim]."""
-        return self.act_chunk(image, instruction, unnorm_key, proprio)[0]
+        return self.act_chunk(image, instruction, unnorm_key, proprio, cameras)[0]
 
     def act_chunk(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None,
-                  proprio: np.ndarray | None = None) -> np.ndarray:
+                  proprio: np.ndarray | None = None, cameras: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """One observation -> every action the model predicted, in order [horizon, action_dim]."""
-        return np.atleast_2d(np.asarray(self.infer(_observation(image, instruction, unnorm_key, proprio))["actions"]))
+        observation = _observation(image, instruction, unnorm_key, proprio, cameras)
+        return np.atleast_2d(np.asarray(self.infer(observation)["actions"]))
 
     def close(self) -> None:
         self._connection.close()
@@ -243,3 +246,48 @@ class WebsocketPolicyClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class ChunkExecutor:
+    """Turns a chunking policy's answers into one action per control step, the three ways the field executes
+    chunks: the whole chunk open loop (default), the first `execute` actions then ask again, or with
+    `ensemble=m` ask at every step and average every chunk's prediction for this step, the one predicted i steps
+    ago weighted by exp(-m * i) (ACT's temporal ensembling; m > 0 trusts the newest most, m < 0 the oldest).
+
+    `ask(...)` is any call returning a [horizon, action_dim] chunk, e.g. a client's `act_chunk`; calling the
+    executor with the robot's current observation returns the action to execute now, asking only when it must.
+    One executor per episode (or `reset()` between episodes). Evaluation runs one per simulated env."""
+
+    def __init__(self, ask: Any = None, execute: int | None = None, ensemble: float | None = None) -> None:
+        if execute is not None and ensemble is not None:
+            raise ValueError("ensemble asks at every step; it cannot be combined with execute")
+        if execute is not None and execute < 1:
+            raise ValueError(f"execute must be >= 1, got {execute}")
+        self.ask, self.execute, self.ensemble = ask, execute, ensemble
+        self.reset()
+
+    def reset(self) -> None:
+        self._queue: list[np.ndarray] = []  # the actions still to execute of the current chunk
+        self._pending: list[np.ndarray] = []  # ensembling: chunks still covering future steps, newest first
+
+    def wants_chunk(self) -> bool:
+        return self.ensemble is not None or not self._queue
+
+    def give(self, chunk: Any) -> None:
+        """A new chunk [horizon, action_dim] from the policy, predicted for the current step."""
+        chunk = np.atleast_2d(np.asarray(chunk))
+        if self.ensemble is not None:
+            self._pending = [chunk] + [c[1:] for c in self._pending if len(c) > 1]
+        else:
+            self._queue = list(chunk[: self.execute])
+
+    def next_action(self) -> np.ndarray:
+        if self.ensemble is not None:
+            weights = np.exp(-self.ensemble * np.arange(len(self._pending)))
+            return np.average([c[0] for c in self._pending], axis=0, weights=weights)
+        return self._queue.pop(0)
+
+    def __call__(self, *observation: Any, **named: Any) -> np.ndarray:
+        if self.wants_chunk():
+            self.give(self.ask(*observation, **named))
+        return self.next_action()

@@ -17,7 +17,8 @@ from robovla.errors import RobovlaError
 
 SELECTIONS = ("greedy", "median", "sample")  # how a decoding step picks its token (`pick_tokens`)
 GROUNDING_SOURCES = ("tokens", "pointer")  # who says where the named objects are: the LLM, or a pointer head
-ACTION_HEADS = ("tokens",)  # how actions come out: 256-bin tokens decoded one after another (the reference's)
+ACTION_HEADS = ("tokens", "l1")  # how actions come out: 256-bin tokens, or continuous values from an MLP (L1)
+ACTION_DECODINGS = ("autoregressive", "parallel")  # one token per step (the reference's), or every action at once
 RECIPE_KEY = "robovla_recipe"  # config.json key of a model's recipe
 # config.json keys of checkpoints written before the recipe had one key: old key -> recipe field
 LEGACY_RECIPE_KEYS = {"robovla_proprio": "proprio", "robovla_grounding": "grounding",
@@ -121,6 +122,12 @@ class Recipe:
     action_chunk: int = 1  # actions predicted per call, executed in order
     action_head: str = "tokens"  # how actions come out (ACTION_HEADS)
     selection: str = "greedy"  # how each action token is picked (SELECTIONS)
+    # the parallel-decoding recipe (OpenVLA-OFT): K x action_dim empty action positions after the prompt, decoded
+    # in the prefix's forward pass, bidirectional among themselves (model/action_heads.py)
+    decoding: str = "autoregressive"  # ACTION_DECODINGS
+    action_dim: int = 0  # actions' width for the parallel heads (their weights' shape); 0 with autoregressive
+    state_tokens: int = 0  # > 0: a state projector makes this many embedding tokens (instead of prompt tokens)
+    state_dim: int = 0  # the robot state's width the state projector reads
 
     def __post_init__(self) -> None:
         if isinstance(self.cameras, list):
@@ -134,13 +141,48 @@ class Recipe:
                 raise RobovlaError(f"recipe field {name!r} must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.action_chunk, bool) or not isinstance(self.action_chunk, int) or self.action_chunk < 1:
             raise RobovlaError(f"recipe field 'action_chunk' must be a whole number >= 1, got {self.action_chunk!r}")
-        choices = {"grounding_source": GROUNDING_SOURCES, "action_head": ACTION_HEADS, "selection": SELECTIONS}
+        for name in ("action_dim", "state_tokens", "state_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise RobovlaError(f"recipe field {name!r} must be a whole number >= 0, got {value!r}")
+        choices = {"grounding_source": GROUNDING_SOURCES, "action_head": ACTION_HEADS, "selection": SELECTIONS,
+                   "decoding": ACTION_DECODINGS}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise RobovlaError(f"recipe field {name!r} is {getattr(self, name)!r}; valid: {', '.join(valid)}")
         if self.grounding_source == "pointer" and not self.grounding:
             raise RobovlaError("recipe field 'grounding_source' is 'pointer', but 'grounding' is false: a pointer "
                                "supplies grounding tokens, so the model needs them")
+        self._check_parallel_and_state()
+
+    def _check_parallel_and_state(self) -> None:
+        parallel = self.decoding == "parallel"
+        if parallel and self.action_dim < 1:
+            raise RobovlaError("recipe field 'action_dim' must be >= 1 with decoding 'parallel' (the heads' width)")
+        if not parallel and self.action_dim:
+            raise RobovlaError("recipe field 'action_dim' is for decoding 'parallel'; autoregressive models take "
+                               "their action width from the statistics (leave it 0)")
+        if self.action_head == "l1" and not parallel:
+            raise RobovlaError("recipe field 'action_head' is 'l1', which needs decoding 'parallel'")
+        if self.action_head == "l1" and self.selection != "greedy":
+            raise RobovlaError(f"recipe field 'selection' is {self.selection!r}, but an 'l1' head says values, not "
+                               f"tokens: leave it 'greedy'")
+        if parallel and self.grounding:
+            raise RobovlaError("recipe field 'grounding' needs decoding 'autoregressive': grounding tokens are said "
+                               "before the action and condition it")
+        if self.state_tokens and not self.proprio:
+            raise RobovlaError("recipe field 'state_tokens' needs 'proprio' true (the projector reads the state)")
+        if bool(self.state_tokens) != bool(self.state_dim):
+            raise RobovlaError("recipe fields 'state_tokens' and 'state_dim' go together: both > 0 (a state "
+                               "projector) or both 0 (the state as prompt tokens)")
+
+    @property
+    def parallel(self) -> bool:
+        return self.decoding == "parallel"
+
+    @property
+    def state_as_prompt_tokens(self) -> bool:
+        return self.proprio and not self.state_tokens
 
     @property
     def is_reference(self) -> bool:
@@ -216,6 +258,9 @@ class VLAConfig:
         if (self.recipe.grounding_source == "pointer") != (POINTER_KEY in self.extra):
             raise RobovlaError(f"config: recipe field 'grounding_source' is {self.recipe.grounding_source!r} but "
                                f"{POINTER_KEY} (the pointer's shape) is {'missing' if POINTER_KEY not in self.extra else 'present'}")
+        if self.recipe.grounding_source == "pointer" and (len(self.recipe.cameras) > 1 or self.recipe.state_tokens):
+            raise RobovlaError("config: a grounding pointer reads one camera's patches: it cannot be combined with "
+                               "more cameras or a state projector")
         if self.action_vocab_size < self.n_action_bins:
             raise RobovlaError(
                 f"config: the base vocabulary ({self.action_vocab_size}) is smaller than n_action_bins "

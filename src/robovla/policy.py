@@ -7,7 +7,8 @@ Observations are dicts keyed like the recipe's cameras (`"image"`, ...), plus `"
 that read the robot state `"proprio"`; a missing key is an error that names it.
 
 The path of one call: observations -> `VLAProcessor.model_inputs` -> `VLA.prefill` -> grounding source ->
-`VLA.decode` -> `VLAProcessor.decode_prediction` -> `ActionPrediction`.
+`VLA.decode` -> `VLAProcessor.decode_prediction` -> `ActionPrediction`; with the parallel recipe
+`VLA.parallel_actions` (one forward pass) -> `VLAProcessor.parallel_prediction`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ class Policy:
         return [*self.recipe.cameras, "instruction", *(["proprio"] if self.recipe.proprio else []),
                 *([GROUNDING_KEY] if self.grounding.reads_observation else [])]
 
+    def prompt_token_limit(self) -> int:
+        """The most prompt ids (BOS, the prompt template around the instruction, state tokens, the word boundary)
+        that fit the language model's context beside the image patches, state embeddings and the ids it says."""
+        model, recipe, processor = self.model, self.recipe, self.model.processor
+        prefix = model.vision_backbone.num_patches * len(recipe.cameras) + recipe.state_tokens
+        if recipe.parallel:
+            said = recipe.action_chunk * recipe.action_dim
+        else:
+            said = max((processor.generated_length(key) for key in model.norm_stats), default=0)
+        return model.config.text_config.max_position_embeddings - prefix - said
+
     def action_dim(self, unnorm_key: str | None = None) -> int:
         return self.model.action_dim(unnorm_key or self.unnorm_key)
 
@@ -99,9 +111,15 @@ class Policy:
             self._check(k, observation)
         key = unnorm_key or self.unnorm_key
         processor = self.model.processor
-        camera = self.recipe.cameras[0]  # the model reads one image today; more cameras come with their recipe
-        inputs = processor.model_inputs([o[camera] for o in batch], [o["instruction"] for o in batch],
+        inputs = processor.model_inputs([{camera: o[camera] for camera in self.recipe.cameras} for o in batch],
+                                        [o["instruction"] for o in batch],
                                         [o["proprio"] for o in batch] if self.recipe.proprio else None, key)
+        if inputs.input_ids.shape[1] > (limit := self.prompt_token_limit()):
+            raise RobovlaError(f"an instruction takes {inputs.input_ids.shape[1]} prompt tokens; this model's "
+                               f"context leaves room for {limit}")
+        if self.recipe.parallel:  # every action of the chunk from one forward pass
+            said = self.model.parallel_actions(inputs, Decoding(self.recipe.selection, self.restrict_to_actions))
+            return processor.parallel_prediction(said.token_ids, said.normalized, key)
         n_grounding = processor.grounding_dim(key)
         decoding = Decoding(self.recipe.selection, self.restrict_to_actions, greedy_steps=n_grounding)
         with torch.inference_mode():

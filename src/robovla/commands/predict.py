@@ -12,6 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
     parser.add_argument("--image", action="append", required=True,
                         help="image file (PNG/JPEG); repeat for a batch, one prediction per image")
+    parser.add_argument("--camera", action="append", default=[], metavar="NAME=FILE",
+                        help="another camera's image for a model that reads several (e.g. wrist_image=wrist.png); "
+                             "the same for every --image")
     parser.add_argument("--instruction", required=True, help='e.g. "put the red cube in the blue bowl"')
     parser.add_argument("--unnorm-key", default=None, help="dataset whose statistics unnormalise the action")
     parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
@@ -39,8 +42,14 @@ def run(args: argparse.Namespace) -> int:
     policy = robovla.Policy.from_pretrained(args.checkpoint, args.unnorm_key, dtype=args.dtype)
     if policy.recipe.proprio and proprio is None:
         raise RobovlaError("this checkpoint reads the robot state: pass proprio as --proprio x,y,...")
+    others = {}
+    for entry in args.camera:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise RobovlaError(f"--camera takes NAME=FILE, got {entry!r}")
+        others[name] = robovla.load_image_file(path)
     camera = policy.recipe.cameras[0]
-    prediction = policy.predict([{camera: image, "instruction": args.instruction, "proprio": state}
+    prediction = policy.predict([{camera: image, **others, "instruction": args.instruction, "proprio": state}
                                  for image, state in zip(images, proprio or [None] * len(images))])
     if args.json:
         rows = [

@@ -58,7 +58,9 @@ class _VideoFrames:
 
 
 class LeRobotDataset(StepDataset):
-    """Steps of a LeRobotDataset folder; `image` is the first non-wrist camera, `wrist_image` a wrist one."""
+    """Steps of a LeRobotDataset folder. Every camera comes under its own name (`observation.images.front` ->
+    `front`); `image` also names the first non-wrist camera and `wrist_image` a wrist one (the simulator's and
+    the recipes' default camera names)."""
 
     def __init__(self, path: str | Path, *, chunk_size: int | None = None, dataset_name: str | None = None) -> None:
         root = Path(path)
@@ -85,6 +87,8 @@ class LeRobotDataset(StepDataset):
         main = [k for k in camera_keys if "wrist" not in k] or camera_keys
         wrist = [k for k in camera_keys if "wrist" in k and k != main[0]]
         self._cameras = {"image": main[0], **({"wrist_image": wrist[0]} if wrist else {})}
+        for key in camera_keys:  # each camera also by its own short name, decoded once whatever it is called
+            self._cameras.setdefault(key.rsplit(".", 1)[-1], key)
         self._is_video = {k: features[k]["dtype"] == "video" for k in self._cameras.values()}
         self._image_columns = {k: table.column(k) for k in self._cameras.values() if not self._is_video[k]}
         self._video = _VideoFrames()
@@ -139,15 +143,18 @@ class LeRobotDataset(StepDataset):
         return self.root / path, float(meta.get(f"videos/{key}/from_timestamp", 0.0))
 
     def _images(self, i: int) -> dict[str, np.ndarray]:
+        decoded: dict[str, np.ndarray] = {}
         out = {}
-        for name, key in self._cameras.items():
-            if self._is_video[key]:
-                path, start = self._video_path(key, int(self.episode_index[i]))
-                out[name] = self._video.frame(path, start + float(self._timestamps[i]))
-                continue
-            value = self._image_columns[key][i].as_py()
-            data = value.get("bytes") if isinstance(value, dict) else value
-            if data is None:
-                data = (self.root / value["path"]).read_bytes()
-            out[name] = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+        for name, key in self._cameras.items():  # an alias of a camera already decoded gets its own copy
+            out[name] = decoded[key].copy() if key in decoded else decoded.setdefault(key, self._decode(key, i))
         return out
+
+    def _decode(self, key: str, i: int) -> np.ndarray:
+        if self._is_video[key]:
+            path, start = self._video_path(key, int(self.episode_index[i]))
+            return self._video.frame(path, start + float(self._timestamps[i]))
+        value = self._image_columns[key][i].as_py()
+        data = value.get("bytes") if isinstance(value, dict) else value
+        if data is None:
+            data = (self.root / value["path"]).read_bytes()
+        return np.array(Image.open(io.BytesIO(data)).convert("RGB"))

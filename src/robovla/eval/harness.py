@@ -155,7 +155,7 @@ def _run_batch(policy: EvalPolicy, settings: EvalSettings, condition: str, episo
 
     suite, instructions = split_condition(condition)
     kwargs = {"suite": suite, "embodiment": settings.embodiment, "image_size": policy.image_size,
-              "instructions": instructions}
+              "wrist_camera": policy.wrist_camera, "instructions": instructions}
     if pool is not None:
         pool.configure([kwargs] * len(episodes))
         envs = pool

@@ -22,6 +22,7 @@ POLICY_KINDS = ("checkpoint", "expert", "random", "server")
 class EvalPolicy(abc.ABC):
     kind: str = ""
     image_size: int = 128  # the simulator renders at this size
+    wrist_camera: bool = False  # the simulator also renders the wrist camera (a policy that reads it)
     # True when one env's actions never depend on which other envs share its batch (so a resumed run may
     # batch the remaining episodes differently and still give the same results)
     batch_invariant: bool = False
@@ -129,6 +130,7 @@ class CheckpointPolicy(EvalPolicy):
         self._check_grounding()
         self.options = options or {}
         self.image_size = model.processor.image_config.image_sizes[0]
+        self.wrist_camera = "wrist_image" in model.recipe.cameras
         self._description: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -210,6 +212,7 @@ class ServerPolicy(EvalPolicy):
         except (OSError, TimeoutError) as error:  # refused, unreachable, DNS, time-outs (urllib and websockets)
             raise RobovlaError(f"cannot reach a policy server at {url}: {getattr(error, 'reason', error)}") from None
         self.image_size = int(self.metadata["image_size"][0])
+        self.wrist_camera = "wrist_image" in self.metadata.get("cameras", {})
         self.proprio = bool(self.metadata.get("proprio_required"))
         if ensemble is not None and int(self.metadata.get("action_horizon") or 1) == 1:
             raise RobovlaError("temporal ensembling needs a model that predicts action chunks; the served model "
@@ -244,7 +247,7 @@ class ServerPolicy(EvalPolicy):
                 observations.append(observation)
             if self.protocol == "rest":
                 return np.stack(self._client.act_chunk_batch(observations))
-            return np.stack([self._client.act_chunk(**o) for o in observations])
+            return np.stack([np.atleast_2d(np.asarray(self._client.infer(o)["actions"])) for o in observations])
 
         return chunk_actor(predict, self.execute, self.ensemble)
 

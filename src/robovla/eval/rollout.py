@@ -40,28 +40,24 @@ FinishCallback = Callable[[int, bool, int, dict, "list[np.ndarray] | None"], Non
 def chunk_actor(predict: ChunkPredictor, execute: int | None = None, ensemble: float | None = None) -> Actor:
     """Actions [N, 7] for the running envs (zeros for finished ones) from a policy that predicts chunks.
 
-    A chunk's K actions (or the first `execute` of them) are queued and executed in order before the policy is
-    asked again; one call serves every env that needs a new chunk. With `ensemble=m` it is asked at every step
-    instead, and the action executed at step t is the average of every chunk's prediction for t, the chunk
-    predicted i steps earlier weighted by exp(-m * i) (ACT's temporal ensembling; m > 0 trusts the newest
-    prediction most, m < 0 the oldest). Make one actor per batch of episodes: it keeps each env's queue."""
-    queues: dict[int, list[np.ndarray]] = {}
-    pending: dict[int, list[np.ndarray]] = {}  # env -> chunks still covering future steps, newest first
+    Each env has a `robovla.client.ChunkExecutor`: a chunk's K actions (or the first `execute` of them) run in
+    order before the policy is asked again, or with `ensemble=m` it is asked at every step and the overlapping
+    predictions are averaged. One batched call serves every env that wants a new chunk. Make one actor per batch
+    of episodes: it keeps each env's executor."""
+    from robovla.client import ChunkExecutor
+
+    executors: dict[int, ChunkExecutor] = {}
 
     def act(envs: Envs, obs: dict[str, np.ndarray], running: np.ndarray) -> np.ndarray:
         actions = np.zeros((len(envs), 7), dtype=np.float32)
-        if ensemble is not None:
-            for k, chunk in zip(running, predict(envs, obs, running)):
-                pending[k] = [chunk] + [c[1:] for c in pending.get(k, []) if len(c) > 1]
-                weights = np.exp(-ensemble * np.arange(len(pending[k])))
-                actions[k] = np.average([c[0] for c in pending[k]], axis=0, weights=weights)
-            return actions
-        ask = np.array([k for k in running if not queues.get(k)], dtype=int)
+        for k in running:
+            executors.setdefault(int(k), ChunkExecutor(execute=execute, ensemble=ensemble))
+        ask = np.array([k for k in running if executors[int(k)].wants_chunk()], dtype=int)
         if ask.size:
             for k, chunk in zip(ask, predict(envs, obs, ask)):
-                queues[k] = list(chunk[:execute])
+                executors[int(k)].give(chunk)
         for k in running:
-            actions[k] = queues[k].pop(0)
+            actions[k] = executors[int(k)].next_action()
         return actions
 
     return act

@@ -61,7 +61,8 @@ def parameter_counts(model: VLA) -> dict[str, int]:
         "projector": count(model.projector),
         "language_model": count(model.language_model),
     }
-    if model.grounding_pointer is not None:
-        counts["grounding_pointer"] = count(model.grounding_pointer)
+    for name in ("grounding_pointer", "state_projector", "action_queries", "action_head"):  # the recipe's parts
+        if getattr(model, name) is not None:
+            counts[name] = count(getattr(model, name))
     counts["total"] = sum(counts.values())
     return counts

@@ -17,7 +17,8 @@ from torch import nn
 
 from robovla.config import POINTER_KEY, Recipe, VLAConfig
 from robovla.errors import RobovlaError
-from robovla.model.decoding import DecodeState, Decoding, StaticCacheDecoder, compile_settings
+from robovla.model.action_heads import ActionQueries, L1ActionHead, StateProjector, parallel_attention_mask
+from robovla.model.decoding import DecodeState, Decoding, StaticCacheDecoder, compile_settings, pick_tokens
 from robovla.model.pointer import GroundingPointer, PointerConfig
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone
@@ -41,8 +42,17 @@ class Prefix:
 @dataclass
 class VLAOutput:
     loss: torch.Tensor | None
-    logits: torch.Tensor  # [B, L, V], or [N, V] over the supervised positions when full_logits=False
+    logits: torch.Tensor | None  # [B, L, V], or [N, V] over the supervised positions when full_logits=False
     labels: torch.Tensor | None = None  # [N] targets matching `logits` when full_logits=False
+    actions: torch.Tensor | None = None  # parallel recipe: the normalised actions said [B, K, D]
+
+
+@dataclass
+class ParallelActions:
+    """A parallel pass's answer: the chosen bin ids (discrete head) or the normalised values (L1 head)."""
+
+    token_ids: torch.Tensor | None  # [B, K, D]
+    normalized: torch.Tensor | None  # [B, K, D] in [-1, 1]
 
 
 def _build_language_model(config: VLAConfig) -> nn.Module:
@@ -73,10 +83,36 @@ class VLA(nn.Module):
         )
         self.language_model = _build_language_model(config)
         self.grounding_pointer = _build_pointer(config, self.vision_backbone.num_patches)
+        self.action_queries: ActionQueries | None = None
+        self.action_head: L1ActionHead | None = None
+        self.state_projector: StateProjector | None = None
+        self._build_recipe_modules()
         self.processor = processor
         self._compiled_inference = False
         self._compiled_vision = None
         self._decoder: StaticCacheDecoder | None = None  # built on first use, for the current language model
+        self._compiled_parallel = None
+
+    def _build_recipe_modules(self) -> None:
+        """The recipe's extra modules (model/action_heads.py), made where missing or of another shape and dropped
+        where the recipe has none, so a model given another recipe (fine-tuning into it) gets fresh ones."""
+        recipe, hidden = self.config.recipe, self.config.text_config.hidden_size
+        device, dtype = self.projector.fc1.weight.device, self.projector.fc1.weight.dtype
+
+        def kept(module: nn.Module | None, shape: tuple) -> bool:
+            return module is not None and getattr(module, "spec", None) == shape
+
+        wanted = {
+            "action_queries": (ActionQueries, (recipe.action_chunk, recipe.action_dim, hidden)) if recipe.parallel else None,
+            "action_head": (L1ActionHead, (recipe.action_dim, hidden)) if recipe.action_head == "l1" else None,
+            "state_projector": (StateProjector, (recipe.state_dim, hidden, recipe.state_tokens))
+            if recipe.state_tokens else None,
+        }
+        for name, spec in wanted.items():
+            if spec is None:
+                setattr(self, name, None)
+            elif not kept(getattr(self, name), spec[1]):
+                setattr(self, name, spec[0](*spec[1]).to(device=device, dtype=dtype))
 
     # ---------------------------------------------------------------------------------------------- basics
     @property
@@ -108,9 +144,29 @@ class VLA(nn.Module):
             lm.rotary_emb = LlamaRotaryEmbedding(config=self.language_model.config)
 
     # ------------------------------------------------------------------------------------------ embeddings
+    def embed_prefix(self, pixel_values: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """What enters between BOS and the prompt: each camera's patches in the recipe's order, then the state
+        projector's tokens (a recipe with `state_tokens`): [B, cameras * N (+ S), hidden]."""
+        patches = self.embed_patches(pixel_values)
+        if self.state_projector is None:
+            return patches
+        if state is None:
+            raise RobovlaError("this model's state projector needs the normalised robot state (ModelInputs.state)")
+        return torch.cat([patches, self.state_projector(state.to(self.device)).to(patches.dtype)], dim=1)
+
     def embed_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 3k, H, W] -> projected patch embeddings [B, N, hidden]."""
+        """[B, cameras * 3k, H, W] -> projected patch embeddings [B, cameras * N, hidden]: every camera through the
+        same backbone and projector in one batched pass, their patches concatenated in camera order."""
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        cameras = len(self.config.recipe.cameras)
+        if cameras > 1:
+            batch = pixel_values.shape[0]
+            per_camera = pixel_values.view(batch * cameras, -1, *pixel_values.shape[2:])
+            return self.embed_patches_one(per_camera).reshape(batch, -1, self.config.text_config.hidden_size)
+        return self.embed_patches_one(pixel_values)
+
+    def embed_patches_one(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """One image per row: [B, 3k, H, W] -> [B, N, hidden]."""
         if self._compiled_inference and not torch.is_grad_enabled():
             if self._compiled_vision is None:
                 self._compiled_vision = torch.compile(self._project_patches)
@@ -159,21 +215,28 @@ class VLA(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         full_logits: bool = True,
+        state: torch.Tensor | None = None,
+        action_targets: torch.Tensor | None = None,
     ) -> VLAOutput:
         """Teacher-forced pass. `labels` align with `input_ids` (IGNORE_INDEX where unsupervised).
 
         With full_logits=False the LM head runs only on the positions that predict a label (a 32k-row head over
-        every image position is wasted work in training).
+        every image position is wasted work in training). `state` is the normalised robot state of a recipe with
+        a state projector. The parallel recipe reads the prompt only and says every action at once: its `labels`
+        are the action bins [B, K * D] (discrete head) and `action_targets` the normalised actions [B, K, D]
+        (L1 head).
         """
-        patches = self.embed_patches(pixel_values)
-        inputs, mask, position_ids = self.multimodal_inputs(patches, input_ids, attention_mask)
+        prefix = self.embed_prefix(pixel_values, state)
+        inputs, mask, position_ids = self.multimodal_inputs(prefix, input_ids, attention_mask)
+        if self.recipe.parallel:
+            return self._parallel_loss(self._action_states(inputs, mask, position_ids), labels, action_targets)
         hidden = self.language_model.model(
             inputs_embeds=inputs, attention_mask=mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
         lm_head = self.language_model.lm_head
         if labels is None:
             return VLAOutput(loss=None, logits=lm_head(hidden))
-        full_labels = self._multimodal_labels(labels.to(self.device), attention_mask, patches.shape[1])
+        full_labels = self._multimodal_labels(labels.to(self.device), attention_mask, prefix.shape[1])
         # position t predicts token t+1
         shifted = full_labels[:, 1:]
         if full_logits:
@@ -186,6 +249,67 @@ class VLA(nn.Module):
         logits = lm_head(hidden[:, :-1][selected])
         targets = shifted[selected]
         return VLAOutput(loss=F.cross_entropy(logits.float(), targets), logits=logits, labels=targets)
+
+    # ------------------------------------------------------------------------------------ parallel decoding
+    def _action_states(self, inputs: torch.Tensor, mask: torch.Tensor | None,
+                       position_ids: torch.Tensor) -> torch.Tensor:
+        """One pass over [prefix + K x D empty action positions] (`parallel_attention_mask`): the action positions'
+        final hidden states [B, K, D, hidden]."""
+        queries = self.action_queries
+        assert queries is not None
+        batch, length = inputs.shape[:2]
+        slots = queries(batch, inputs.dtype)
+        keep = mask if mask is not None else torch.ones(batch, length, dtype=torch.long, device=inputs.device)
+        positions = torch.cat([position_ids, position_ids[:, -1:] + 1 + torch.arange(queries.slots, device=inputs.device)],
+                              dim=1)
+        run = self.language_model.model
+        if self._compiled_inference and not torch.is_grad_enabled():
+            if self._compiled_parallel is None:
+                self._compiled_parallel = torch.compile(run)
+            run = self._compiled_parallel
+        with compile_settings(self._compiled_inference and not torch.is_grad_enabled()):
+            hidden = run(inputs_embeds=torch.cat([inputs, slots], dim=1),
+                         attention_mask=parallel_attention_mask(keep, queries.slots), position_ids=positions,
+                         use_cache=False).last_hidden_state
+        return hidden[:, length:].reshape(batch, queries.chunk, queries.action_dim, -1)
+
+    def _bin_logits(self, action_states: torch.Tensor) -> torch.Tensor:
+        """The discrete head: the language model's head over the 256 action bins only, [B, K, D, bins] (float32)."""
+        first = self.config.action_vocab_size - self.config.n_action_bins
+        weight = self.language_model.lm_head.weight[first : self.config.action_vocab_size]
+        return (action_states @ weight.T.to(action_states.dtype)).float()
+
+    def _parallel_loss(self, action_states: torch.Tensor, labels: torch.Tensor | None,
+                       action_targets: torch.Tensor | None) -> VLAOutput:
+        first = self.config.action_vocab_size - self.config.n_action_bins
+        if self.action_head is not None:  # continuous: L1 on the normalised actions
+            said = self.action_head(action_states).float()
+            loss = None if action_targets is None else (said - action_targets.to(said.device).float()).abs().mean()
+            return VLAOutput(loss=loss, logits=None, actions=said)
+        logits = self._bin_logits(action_states)
+        flat = logits.flatten(0, 2)
+        if labels is None:
+            return VLAOutput(loss=None, logits=flat)
+        targets = labels.to(self.device).flatten() - first
+        # labels in the full vocabulary's ids, as the autoregressive recipe's: the loop's metrics read them alike
+        return VLAOutput(loss=F.cross_entropy(flat, targets), logits=flat, labels=targets + first)
+
+    def parallel_actions(self, inputs: ModelInputs, decoding: Decoding | None = None) -> ParallelActions:
+        """The parallel recipe's inference: every action of the chunk from one forward pass."""
+        if not self.recipe.parallel:
+            raise RobovlaError("parallel_actions: this model decodes autoregressively (recipe decoding "
+                               f"{self.recipe.decoding!r}); use generate")
+        with torch.inference_mode():
+            prefix = self.embed_prefix(inputs.pixel_values, inputs.state)
+            embeds, mask, position_ids = self.multimodal_inputs(prefix, inputs.input_ids, inputs.attention_mask)
+            action_states = self._action_states(embeds, mask, position_ids)
+            if self.action_head is not None:
+                return ParallelActions(None, self.action_head(action_states).float().clamp(-1.0, 1.0))
+            logits = self._bin_logits(action_states)
+            first = self.config.action_vocab_size - self.config.n_action_bins
+            selection = (decoding or Decoding(selection=self.recipe.selection)).selection
+            picked = pick_tokens(logits.flatten(0, 2), (0, logits.shape[-1]), selection) + first
+            return ParallelActions(picked.view(logits.shape[:3]), None)
 
     def _multimodal_labels(
         self, labels: torch.Tensor, attention_mask: torch.Tensor | None, n_patches: int
@@ -210,10 +334,10 @@ class VLA(nn.Module):
         With `capture_layer` the prefix keeps the hidden states entering that language-model layer (a grounding
         pointer reads them, `robovla.grounding`)."""
         with torch.inference_mode():
-            patches = self.embed_patches(inputs.pixel_values)
-            embeds, mask, position_ids = self.multimodal_inputs(patches, inputs.input_ids, inputs.attention_mask)
+            prefix = self.embed_prefix(inputs.pixel_values, inputs.state)
+            embeds, mask, position_ids = self.multimodal_inputs(prefix, inputs.input_ids, inputs.attention_mask)
             state = self._static_decoder().prefill(embeds, mask, position_ids, num_tokens, capture_layer)
-        return Prefix(state, mask, patches.shape[1])
+        return Prefix(state, mask, prefix.shape[1])
 
     def decode(self, prefix: Prefix, decoding: Decoding | None = None, forced: torch.Tensor | None = None,
                step_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -245,10 +369,12 @@ class VLA(nn.Module):
 
     def set_recipe(self, recipe: Recipe) -> None:
         """Change what the model reads and says (training with other options, `export --selection`): the config
-        and the processor hold the same recipe, and config.json saves it."""
+        and the processor hold the same recipe, and config.json saves it. Modules the new recipe needs and the
+        model lacks (a parallel head, a state projector) are made fresh; those it no longer needs are dropped."""
         self.config.recipe = recipe
         if self.processor is not None:
             self.processor.recipe = recipe
+        self._build_recipe_modules()
 
     def set_grounding_pointer(self, pointer: GroundingPointer | None) -> None:
         """Attach a fitted grounding pointer, or drop it (None: the language model says its own grounding tokens);
@@ -275,6 +401,7 @@ class VLA(nn.Module):
         self._compiled_inference = enabled
         self._decoder = None
         self._compiled_vision = None
+        self._compiled_parallel = None
         # compiled, the ViTs' plain attention (matmul, softmax, matmul) fuses and edges out the CPU flash kernel
         # (small preset, 257 tokens: vision 43 -> 40 ms); eager keeps the fused kernel
         for tower in self.vision_backbone.towers:
@@ -294,6 +421,9 @@ class VLA(nn.Module):
         image_list, instruction_list = _as_batch(images, instructions)
         inputs = processor.model_inputs(image_list, instruction_list, proprio, unnorm_key)
         decoding = decoding or Decoding(selection=self.recipe.selection)
+        if self.recipe.parallel:
+            said = self.parallel_actions(inputs, decoding)
+            return processor.parallel_prediction(said.token_ids, said.normalized, unnorm_key)
         decoding = replace(decoding, greedy_steps=processor.grounding_dim(unnorm_key))
         generated = self.generate(inputs, processor.generated_length(unnorm_key), decoding)
         return processor.decode_prediction(generated.cpu().numpy(), unnorm_key)

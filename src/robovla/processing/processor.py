@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ class ModelInputs:
     pixel_values: torch.Tensor  # [B, 3 * backbones, H, W]
     input_ids: torch.Tensor  # [B, T] prompts, left-padded, each starting with BOS
     attention_mask: torch.Tensor | None  # [B, T] 1 for real tokens; None when no prompt is padded
+    state: torch.Tensor | None = None  # [B, state_dim] normalised robot state, for a recipe's state projector
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -157,7 +158,7 @@ class VLAProcessor:
     def prompt_ids(self, instruction: str, proprio: Any = None, unnorm_key: str | None = None) -> list[int]:
         """BOS + prompt (+ state tokens when the model reads proprio) + the word-boundary token before actions."""
         ids = self.tokenizer.encode(build_prompt(instruction))
-        if self.uses_proprio:
+        if self.recipe.state_as_prompt_tokens:
             if proprio is None:
                 raise RobovlaError("this model reads the robot state: pass proprio (the observation's state vector)")
             if ids[-1] == self.tokenizer.space_token_id:
@@ -186,17 +187,75 @@ class VLAProcessor:
         return self.pad_left([self.prompt_ids(text, state, unnorm_key) for text, state in zip(instructions, states)])
 
     def pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
-        return self.image_transform.batch(images)
+        """One image per observation, or with several cameras a dict keyed by camera name (or a tuple in the
+        recipe's camera order) per observation -> [B, cameras * 3k, H, W], the cameras in the recipe's order."""
+        cameras = self.recipe.cameras
+        rows = [self.camera_images(k, image) for k, image in enumerate(images)]
+        return torch.cat([self.image_transform.batch([row[c] for row in rows]) for c in range(len(cameras))], dim=1)
+
+    def camera_images(self, index: int, image: Any) -> list[Any]:
+        """One observation's images in the recipe's camera order; a missing camera is an error naming it."""
+        cameras = self.recipe.cameras
+        if isinstance(image, Mapping):
+            missing = [c for c in cameras if image.get(c) is None]
+            if missing:
+                raise RobovlaError(f"observation {index} has no {', '.join(map(repr, missing))} camera image (this "
+                                   f"model reads {', '.join(cameras)})")
+            return [image[c] for c in cameras]
+        if len(cameras) == 1:
+            return [image]
+        if isinstance(image, (list, tuple)) and len(image) == len(cameras):
+            return list(image)
+        raise RobovlaError(f"observation {index}: this model reads {len(cameras)} cameras ({', '.join(cameras)}); give "
+                           f"a dict keyed by camera name, or a tuple in that order")
+
+    def normalized_state(self, proprio: Any, unnorm_key: str | None) -> np.ndarray:
+        """The robot state for a state projector: q01/q99-normalised to [-1, 1] with the dataset's statistics."""
+        key, normalizer = self._vector_normalizer("proprio", unnorm_key)
+        vector = np.asarray(proprio, dtype=np.float64)
+        width = self.recipe.state_dim
+        if vector.shape != (width,) or normalizer.action_dim != width:
+            got = vector.shape[0] if vector.ndim == 1 else tuple(vector.shape)
+            raise RobovlaError(f"proprio has {got} numbers, but this model's state projector reads {width} (the "
+                               f"statistics of {key!r} describe {normalizer.action_dim})")
+        if not np.isfinite(vector).all():
+            raise RobovlaError("proprio has NaN or infinite values")
+        return normalizer.normalize(vector).astype(np.float32)
 
     def model_inputs(self, images: Sequence[Any], instructions: Sequence[str], proprio: Sequence[Any] | None = None,
                      unnorm_key: str | None = None) -> ModelInputs:
-        """A batch of observations -> `ModelInputs` (the state is read only by a model whose recipe has proprio)."""
+        """A batch of observations -> `ModelInputs` (the state is read only by a model whose recipe has proprio:
+        as prompt tokens, or normalised for its state projector)."""
         if len(images) != len(instructions):
             raise RobovlaError(f"got {len(images)} images but {len(instructions)} instructions")
         self.normalizer(unnorm_key)  # an unknown dataset fails before any image work
-        prompts = self.encode_prompts(instructions, proprio if self.uses_proprio else None, unnorm_key)
+        state = None
+        if self.recipe.state_tokens:
+            if proprio is None or len(proprio) != len(instructions):
+                raise RobovlaError("this model reads the robot state: pass proprio, one vector per observation")
+            state = torch.as_tensor(np.stack([self.normalized_state(p, unnorm_key) for p in proprio]))
+        prompts = self.encode_prompts(instructions, proprio if self.recipe.state_as_prompt_tokens else None,
+                                      unnorm_key)
         mask = None if bool(prompts.attention_mask.all()) else prompts.attention_mask
-        return ModelInputs(self.pixel_values(images), prompts.input_ids, mask)
+        return ModelInputs(self.pixel_values(images), prompts.input_ids, mask, state)
+
+    def parallel_prediction(self, token_ids: np.ndarray | torch.Tensor | None,
+                            normalized: np.ndarray | torch.Tensor | None, unnorm_key: str | None) -> ActionPrediction:
+        """A parallel pass's bins [B, K, D] (discrete head) or normalised values [B, K, D] (L1 head) ->
+        `ActionPrediction` (the L1 head's values also come back as the bins they fall in)."""
+        normalizer = self.normalizer(unnorm_key)
+        if normalizer.action_dim != self.recipe.action_dim:
+            raise RobovlaError(f"this model says {self.recipe.action_dim}-D actions, but the statistics of "
+                               f"{unnorm_key!r} describe {normalizer.action_dim}-D ones")
+        if token_ids is not None:
+            token_ids = np.asarray(token_ids.cpu() if isinstance(token_ids, torch.Tensor) else token_ids)
+            normalized = self.action_tokenizer.decode(token_ids)
+        else:
+            assert normalized is not None
+            normalized = np.asarray(normalized.cpu() if isinstance(normalized, torch.Tensor) else normalized,
+                                    dtype=np.float64)
+            token_ids = self.action_tokenizer.encode(normalized)
+        return ActionPrediction(normalizer.unnormalize(normalized), token_ids, normalized)
 
     def training_example(
         self,
@@ -208,12 +267,31 @@ class VLAProcessor:
         grounding: Any = None,
     ) -> dict:
         """One supervised example: prompt + "▁" (+ grounding tokens) + action tokens + EOS; only the tokens after
-        the prompt are labelled. `action` is [D], or [K, D] for a model that predicts chunks of K actions."""
+        the prompt are labelled. `action` is [D], or [K, D] for a model that predicts chunks of K actions.
+        `image` is one image, or with several cameras a dict keyed by camera name.
+
+        The parallel recipe's example is the prompt alone, with its targets beside it: `labels` the K x D action
+        bins and `action_targets` the normalised actions [K, D]."""
         action = np.asarray(action)
         if action.shape[:-1] != ((self.action_chunk,) if self.action_chunk > 1 else ()):
             raise RobovlaError(f"this model predicts {self.action_chunk} action(s) per step, got actions of shape "
                                f"{tuple(action.shape)}")
         normalized = self.normalizer(unnorm_key).normalize(action)
+        pixel_values = torch.cat([self.image_transform(one) for one in self.camera_images(0, image)], dim=0)
+        example: dict[str, torch.Tensor] = {"pixel_values": pixel_values}
+        if self.recipe.state_tokens:
+            if proprio is None:
+                raise RobovlaError("this model reads the robot state, but the example has none")
+            example["state"] = torch.as_tensor(self.normalized_state(proprio, unnorm_key))
+        if self.recipe.parallel:
+            if normalized.shape[-1] != self.recipe.action_dim:
+                raise RobovlaError(f"this model says {self.recipe.action_dim}-D actions, but {unnorm_key!r} has "
+                                   f"{normalized.shape[-1]}-D ones")
+            chunk = normalized.reshape(self.action_chunk, -1)
+            example["input_ids"] = torch.tensor(self.prompt_ids(instruction, proprio, unnorm_key), dtype=torch.long)
+            example["labels"] = torch.as_tensor(self.action_tokenizer.encode(chunk).reshape(-1), dtype=torch.long)
+            example["action_targets"] = torch.as_tensor(chunk, dtype=torch.float32)
+            return example
         target_ids = self.action_tokenizer.encode(normalized).reshape(-1).tolist() + [self.tokenizer.eos_token_id]
         if self.uses_grounding:
             if grounding is None:
@@ -222,25 +300,30 @@ class VLAProcessor:
             target_ids = self.grounding_ids(grounding, unnorm_key) + target_ids
         input_ids = self.prompt_ids(instruction, proprio, unnorm_key) + target_ids
         labels = [IGNORE_INDEX] * (len(input_ids) - len(target_ids)) + target_ids
-        return {
-            "pixel_values": self.image_transform(image),
-            "input_ids": torch.tensor(input_ids, dtype=torch.long),
-            "labels": torch.tensor(labels, dtype=torch.long),
-        }
+        example["input_ids"] = torch.tensor(input_ids, dtype=torch.long)
+        example["labels"] = torch.tensor(labels, dtype=torch.long)
+        return example
 
     def collate(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         """Training examples -> one batch (prompts left-padded, labels aligned with their ids)."""
         batch = self.pad_left([e["input_ids"].tolist() for e in examples])
-        labels = torch.full_like(batch.input_ids, IGNORE_INDEX)
-        for row, example in enumerate(examples):
-            labels[row, labels.shape[1] - example["labels"].shape[0] :] = example["labels"]
+        if self.recipe.parallel:  # per-slot targets, not aligned with the prompt
+            labels = torch.stack([e["labels"] for e in examples])
+        else:
+            labels = torch.full_like(batch.input_ids, IGNORE_INDEX)
+            for row, example in enumerate(examples):
+                labels[row, labels.shape[1] - example["labels"].shape[0] :] = example["labels"]
         mask = None if bool(batch.attention_mask.all()) else batch.attention_mask
-        return {
+        out = {
             "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
             "input_ids": batch.input_ids,
             "attention_mask": mask,
             "labels": labels,
         }
+        for key in ("state", "action_targets"):
+            if key in examples[0]:
+                out[key] = torch.stack([e[key] for e in examples])
+        return out
 
     # ------------------------------------------------------------------------------------------------ files
     def save(self, folder: Path) -> None:

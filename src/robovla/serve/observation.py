@@ -27,6 +27,8 @@ IMAGE_KEYS = camera_keys("image")
 INSTRUCTION_KEYS = ("instruction", "prompt")
 UNNORM_KEY = "unnorm_key"
 PROPRIO_KEYS = ("proprio", "state", "observation/state")
+MAX_CHARS_PER_TOKEN = 32  # no token of a Llama vocabulary is longer: more characters than this per allowed token
+                          # cannot fit, whatever the text
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,14 @@ def _first(payload: dict[str, Any], keys: tuple[str, ...], where: str) -> Any:
 
 def parse_observation(
     payload: Any, norm_stats: dict[str, Any], max_image_side: int, where: str = "",
-    processor: VLAProcessor | None = None,
+    processor: VLAProcessor | None = None, prompt_limit: int | None = None,
 ) -> Observation:
     """Validate `{image, instruction, unnorm_key?, proprio?}`; `where` prefixes field names (`observations[2].`).
 
     The cameras are the recipe's of `processor`'s model (`image` without one). `proprio` is required, and checked
-    against the statistics, when `processor` belongs to a model that reads it.
+    against the statistics, when `processor` belongs to a model that reads it. With `prompt_limit` (prompt ids that
+    fit the model's context) a longer instruction is refused here, before it is queued: a text far too long by
+    its characters alone is never tokenized.
     """
     if not isinstance(payload, dict):
         raise RequestError(400, f"an observation must be a JSON object (a msgpack map), got {type(payload).__name__}",
@@ -63,6 +67,9 @@ def parse_observation(
     if unnorm_key is not None and not isinstance(unnorm_key, str):
         raise RequestError(400, f"unnorm_key must be a string, got {type(unnorm_key).__name__}", where + UNNORM_KEY)
     _checked(where + "instruction", build_prompt, instruction)
+    if prompt_limit is not None and len(instruction) > MAX_CHARS_PER_TOKEN * prompt_limit:
+        raise RequestError(400, f"instruction has {len(instruction)} characters; this model's context leaves room "
+                                f"for {prompt_limit} prompt tokens", where + "instruction")
     key = _checked(where + UNNORM_KEY, resolve_unnorm_key, norm_stats, unnorm_key)
     proprio = None
     if processor is not None and processor.uses_proprio:
@@ -72,6 +79,11 @@ def parse_observation(
         except (TypeError, ValueError):
             raise RequestError(400, "proprio must be a vector of numbers", where + PROPRIO_KEYS[0]) from None
         _checked(where + PROPRIO_KEYS[0], processor.proprio_ids, proprio, key)
+    if prompt_limit is not None and processor is not None:
+        tokens = len(processor.prompt_ids(instruction, proprio, key))
+        if tokens > prompt_limit:
+            raise RequestError(400, f"instruction takes {tokens} prompt tokens; this model's context leaves room "
+                                    f"for {prompt_limit}", where + "instruction")
     return Observation(images, instruction, key, proprio)
 
 

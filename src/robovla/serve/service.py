@@ -26,6 +26,7 @@ class PolicyService:
         self.policy = Policy(vla, restrict_to_actions=config.restrict_to_actions)  # the dataset comes per request
         self.config = config
         self.metrics = metrics
+        self.prompt_limit = self.policy.prompt_token_limit()
         self.metadata = build_metadata(vla, config, model_name)
         self._batcher: DynamicBatcher | None = None
 
@@ -41,7 +42,8 @@ class PolicyService:
             await self._batcher.stop()
 
     def parse(self, payload: Any, where: str = "") -> Observation:
-        return parse_observation(payload, self.vla.norm_stats, self.config.max_image_side, where, self.vla.processor)
+        return parse_observation(payload, self.vla.norm_stats, self.config.max_image_side, where, self.vla.processor,
+                                 self.prompt_limit)
 
     async def act(self, observations: Sequence[Observation]) -> list[BatchedAction]:
         """Queue the observations and wait for their actions; cancelling this drops them from the queue."""
@@ -91,6 +93,7 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         "restrict_to_actions": config.restrict_to_actions,  # greedy over the 256 action tokens only
         # whether the model first says where the named objects are, and how: its pointer or its own tokens
         "grounding": policy.grounding.name if vla.recipe.grounding else None,
+        "max_prompt_tokens": policy.prompt_token_limit(),  # longer instructions are refused (400)
         "max_batch_size": config.max_batch_size,
         "max_batch_request": config.max_batch_request,
         "auth_required": config.api_key is not None,

@@ -41,6 +41,17 @@ class TrainConfig:
     grounding: bool | None = field(default=None, metadata={
         "help": "first predict where the instruction's objects are (grounding tokens from the dataset's "
                 "`annotation.grounding` labels), then the action (unset: as the preset or checkpoint says)"})
+    cameras: list[str] | None = field(default=None, metadata={
+        "help": "observation cameras the model reads, in order, e.g. image wrist_image (unset: as the preset or "
+                "checkpoint says, image only for the reference)"})
+    decoding: str | None = field(default=None, metadata={
+        "help": "autoregressive (one action token per step, the reference's) or parallel (every action of the chunk "
+                "in one forward pass, OpenVLA-OFT's); unset: as the preset or checkpoint says"})
+    action_head: str | None = field(default=None, metadata={
+        "help": "tokens (256-bin tokens) or l1 (continuous values from an MLP, L1 loss; needs --decoding parallel)"})
+    state_tokens: int | None = field(default=None, metadata={
+        "help": "> 0: a state projector turns the robot state into this many embedding tokens after the image "
+                "patches (needs --proprio); 0: the state as prompt tokens"})
     grounding_loss_weight: float = field(default=1.0, metadata={
         "help": "weight of the grounding tokens in the loss, relative to the action tokens and EOS (1: every "
                 "label token counts the same)"})
@@ -108,11 +119,31 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def recipe_for(self, base: Any) -> Any:
-        """`base` (the preset's or checkpoint's `Recipe`) with the recipe options this run sets."""
-        changes = {name: getattr(self, name) for name in ("proprio", "grounding", "action_chunk")
+    def recipe_for(self, base: Any, action_dim: int | None = None, state_dim: int | None = None) -> Any:
+        """`base` (the preset's or checkpoint's `Recipe`) with the recipe options this run sets; a parallel
+        recipe's action width and a state projector's input width are the data's (`action_dim`, `state_dim`)."""
+        from robovla.config import Recipe
+
+        changes = {name: getattr(self, name) for name in ("proprio", "grounding", "action_chunk", "decoding",
+                                                          "action_head", "state_tokens")
                    if getattr(self, name) is not None}
-        return dataclasses.replace(base, **changes)
+        if self.cameras is not None:
+            changes["cameras"] = tuple(self.cameras)
+        merged = {**base.to_dict(), **changes}
+        if merged["decoding"] == "parallel" and action_dim is not None:
+            merged["action_dim"] = action_dim
+        elif merged["decoding"] != "parallel":
+            merged["action_dim"] = 0
+        if merged["state_tokens"] and state_dim is not None:
+            merged["state_dim"] = state_dim
+        elif not merged["state_tokens"]:
+            merged["state_dim"] = 0
+        return Recipe.from_dict(merged, where="training options")
+
+    @property
+    def needs_data_widths(self) -> bool:
+        """Whether the recipe's new modules take their shape from the data (a parallel head, a state projector)."""
+        return self.decoding == "parallel" or bool(self.state_tokens)
 
     def differences(self, other: "TrainConfig") -> list[str]:
         """Keys whose values differ (ignoring those a resumption may change)."""

@@ -39,6 +39,11 @@ class TrainingData:
             dataset = open_dataset(path, chunk_size=chunk if chunk > 1 else None)
             if len(dataset) == 0:
                 raise RobovlaError(f"dataset {path} has no steps")
+            shortest = int(np.unique(dataset.episode_index, return_counts=True)[1].min())
+            if chunk > shortest:
+                raise RobovlaError(f"dataset {path}: its shortest episode has {shortest} steps, fewer than the "
+                                   f"{chunk} actions per chunk (a chunk is padded with the episode's last action "
+                                   f"past its end, so it must fit in one episode): use a smaller --action-chunk")
             by_name.setdefault(dataset.dataset_name, []).append(dataset)
         # folders of one robot (one dataset name) pool into one dataset: one set of statistics, one weight
         datasets = {name: parts[0] if len(parts) == 1 else PooledSteps(parts) for name, parts in by_name.items()}
@@ -118,14 +123,23 @@ class TrainingData:
     def batch(self, samples: list[tuple[str, int]], step: int, offset: int) -> dict[str, torch.Tensor]:
         """Model inputs for `samples`, which sit at `offset` in the global batch of `step`."""
         examples = []
+        cameras = self.processor.recipe.cameras
         for position, (name, index) in enumerate(samples, start=offset):
             item = self.datasets[name][index]
-            image = item["image"]
-            if self.augment is not None:
-                image = self.augment(image, np.random.default_rng([self.seed, step, position]))
+            images = {}
+            for c, camera in enumerate(cameras):  # each camera augmented on its own draw
+                if item.get(camera) is None:
+                    raise RobovlaError(f"dataset {name!r} has no {camera!r} images, but the model reads the cameras "
+                                       f"{', '.join(cameras)} (a simulator dataset records its wrist camera with "
+                                       f"`robovla collect --wrist-camera`)")
+                image = item[camera]
+                if self.augment is not None:
+                    draw = [self.seed, step, position] + ([c] if c else [])
+                    image = self.augment(image, np.random.default_rng(draw))
+                images[camera] = image
             action = item["action_chunk"] if "action_chunk" in item else item["action"]
             examples.append(self.processor.training_example(
-                image, item["instruction"], action, name, item.get("proprio"), item.get("grounding")
+                images, item["instruction"], action, name, item.get("proprio"), item.get("grounding")
             ))
         return self.processor.collate(examples)
 

@@ -76,8 +76,17 @@ def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
                            "(robovla fit-pointer)", config.checkpoint)
     else:
         model = robovla.build_model(config.preset, device=device, seed=config.seed)
-    model.set_recipe(config.recipe_for(model.recipe))  # saved in config.json: the checkpoint keeps it
+    widths = data_widths(config.datasets) if config.needs_data_widths and config.datasets else (None, None)
+    model.set_recipe(config.recipe_for(model.recipe, *widths))  # saved in config.json: the checkpoint keeps it
     return model
+
+
+def data_widths(paths: list[str]) -> tuple[int, int]:
+    """(action width, state width) of the first dataset: the shapes of a parallel head and a state projector."""
+    from robovla.data import open_dataset
+
+    dataset = open_dataset(paths[0])
+    return int(dataset.actions.shape[1]), int(dataset.proprio.shape[1])
 
 
 def set_norm_stats(model: robovla.VLA, data: TrainingData) -> None:
@@ -166,12 +175,15 @@ class Trainer:
             sync = self.model.no_sync() if (dist.mode == "ddp" and not last) else contextlib.nullcontext()
             with sync, torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 out = self.model(**{k: _to(v, dist.device) for k, v in batch.items()}, full_logits=False)
-            loss = self._weighted_loss(out, rows=batch["input_ids"].shape[0])
+            loss = out.loss if self.vla.recipe.parallel else self._weighted_loss(out, rows=batch["input_ids"].shape[0])
             if not torch.isfinite(loss):
                 raise RobovlaError(f"loss became {loss.item()} at step {self.step + 1}: stopping, nothing saved")
             with sync:
                 (loss / config.grad_accumulation).backward()
-            totals += self._token_metrics(out, rows=batch["input_ids"].shape[0])
+            if self.vla.recipe.parallel:
+                totals += self._parallel_metrics(out, batch)
+            else:
+                totals += self._token_metrics(out, rows=batch["input_ids"].shape[0])
         grad_norm = 0.0
         if config.max_grad_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm))
@@ -219,6 +231,23 @@ class Trainer:
             for part in (slice(n_grounding, -1), slice(0, n_grounding)):
                 sums += self._bin_token_sums(predicted[:, part], labels[:, part])
         return np.array(sums)
+
+    def _parallel_metrics(self, out, batch: dict) -> np.ndarray:
+        """The parallel recipe's sums in `_token_metrics`' layout: loss, bin accuracy and L1 (normalised units)
+        of every action value said in one pass (the L1 head's values count as the bin they fall in)."""
+        with torch.no_grad():
+            labels = batch["labels"].flatten()
+            if out.actions is not None:
+                said = out.actions.flatten().cpu().numpy()
+                predicted = torch.as_tensor(self.vla.processor.action_tokenizer.encode(said))
+                sums = [out.loss.item() * labels.numel(), labels.numel()]
+                correct = int((predicted == labels).sum())
+                l1 = float(np.abs(said - batch["action_targets"].flatten().numpy()).sum())
+                return np.array(sums + [correct, labels.numel(), l1, 0, 0, 0])
+            first = self.vla.config.action_vocab_size - self.vla.config.n_action_bins
+            predicted = out.logits.argmax(-1).cpu() + first
+            sums = [out.loss.item() * labels.numel(), labels.numel()]
+            return np.array(sums + self._bin_token_sums(predicted, labels) + [0, 0, 0])
 
     def _bin_token_sums(self, predicted: torch.Tensor, labels: torch.Tensor) -> list[float]:
         """[correct, count, sum of |decoded predicted - decoded label|] over bin tokens."""

@@ -42,6 +42,12 @@ def _llm_last_layer_modules(model: VLA) -> list[nn.Module]:
     return [lm.model.embed_tokens, lm.model.layers[-1], lm.lm_head]
 
 
+def _recipe_modules(model: VLA) -> list[nn.Module]:
+    """The recipe's own modules (parallel action positions and heads, the state projector): new with the recipe,
+    so every strategy trains them in full, as OpenVLA-OFT trains its heads beside LoRA."""
+    return [m for m in (model.action_queries, model.action_head, model.state_projector) if m is not None]
+
+
 def _unused_parameter_ids(model: VLA) -> set[int]:
     return {id(p) for module in model.vision_backbone.unused_modules() for p in module.parameters()}
 
@@ -57,7 +63,7 @@ def select_trainable(model: VLA, strategy: str) -> None:
     if strategy not in groups:
         raise RobovlaError(f"unknown strategy {strategy!r}; valid: {', '.join(list(groups) + ['lora', 'qlora'])}")
     model.requires_grad_(False)
-    for module in groups[strategy]:
+    for module in [*groups[strategy], *_recipe_modules(model)]:
         module.requires_grad_(True)
     unused = _unused_parameter_ids(model)
     for p in model.parameters():
@@ -78,10 +84,14 @@ def apply_lora(model: VLA, config: TrainConfig) -> nn.Module:
         target_modules="all-linear",
         init_lora_weights="gaussian" if config.lora_init == "gaussian" else True,
     )
-    unused = {id(m) for root in model.vision_backbone.unused_modules() for m in root.modules()}
-    unused_names = [name for name, m in model.named_modules() if id(m) in unused and isinstance(m, nn.Linear)]
-    lora.exclude_modules = unused_names or None
-    return get_peft_model(model, lora)
+    skipped = {id(m) for root in [*model.vision_backbone.unused_modules(), *_recipe_modules(model)]
+               for m in root.modules()}
+    skipped_names = [name for name, m in model.named_modules() if id(m) in skipped and isinstance(m, nn.Linear)]
+    lora.exclude_modules = skipped_names or None
+    wrapped = get_peft_model(model, lora)
+    for module in _recipe_modules(model):  # trained in full beside the adapters
+        module.requires_grad_(True)
+    return wrapped
 
 
 def quantize_base_4bit(model: VLA) -> None:

@@ -1,0 +1,1 @@
+"""Experiments that test the paper's claims on this machine, one command each (`robovla experiment NAME`)."""

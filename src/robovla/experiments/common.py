@@ -1,0 +1,112 @@
+"""What every `robovla experiment` shares: scales, stages that resume, and the record of what ran.
+
+An experiment is a chain of stages (collect demonstrations, train each model, evaluate each, time each). Each stage
+writes its result atomically where the next rerun finds it: a finished stage is skipped, a training run cut short
+resumes from its newest checkpoint, an evaluation from its episode log. `experiment.json` in the work folder
+records each stage's wall-clock and command, so the report can say what the numbers cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from robovla.errors import RobovlaError
+from robovla.files import write_json_atomic
+
+logger = logging.getLogger("robovla.experiment")
+
+
+@dataclass(frozen=True)
+class ExperimentScale:
+    """How big a run is: demonstrations to collect, training steps (the schedule's length), evaluation episodes
+    per suite, and timed calls per measurement."""
+
+    demos: int
+    steps: int
+    episodes: int
+    timing_calls: int
+
+
+class StageLog:
+    """`experiment.json`: each finished stage's wall-clock seconds and details, kept across reruns."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        if previous and previous.get("settings") != settings:
+            changed = sorted(k for k in set(settings) | set(previous["settings"])
+                             if settings.get(k) != previous["settings"].get(k))
+            raise RobovlaError(f"{path.parent} holds a run with other settings ({', '.join(changed)}): choose "
+                               f"another --work folder, or rerun with the same settings to resume it")
+        self.data = previous or {"settings": settings, "stages": {}}
+
+    def done(self, name: str) -> dict[str, Any] | None:
+        return self.data["stages"].get(name)
+
+    def run(self, name: str, work: Callable[[], dict[str, Any] | None], redo: bool = False) -> dict[str, Any]:
+        """Run `work` unless the stage is recorded as finished; record its wall-clock and what it returns."""
+        if not redo and (finished := self.done(name)) is not None:
+            logger.info("%s: done earlier (%.0f s)", name, finished["seconds"])
+            return finished
+        logger.info("%s: running", name)
+        start = time.perf_counter()
+        details = work() or {}
+        record = {"seconds": round(time.perf_counter() - start, 1), **details}
+        self.data["stages"][name] = record
+        write_json_atomic(self.path, self.data)
+        logger.info("%s: finished in %.0f s", name, record["seconds"])
+        return record
+
+    def forget(self, name: str) -> None:
+        if self.data["stages"].pop(name, None) is not None:
+            write_json_atomic(self.path, self.data)
+
+
+def collect_demonstrations(out: Path, episodes: int, seed: int, wrist_camera: bool, suite: str = "tabletop-train",
+                           noise: float = 0.3, workers: int = 2) -> dict[str, Any]:
+    """Scripted-expert demonstrations as a LeRobot dataset (the folder appears only when complete)."""
+    from robovla.data.collection import CollectConfig, collect
+
+    if (out / "meta" / "info.json").exists():
+        info = json.loads((out / "meta" / "info.json").read_text())
+        return {"episodes": info["total_episodes"], "frames": info["total_frames"]}
+    config = CollectConfig(suite=suite, episodes=episodes, image_size=128, wrist_camera=wrist_camera, seed=seed,
+                           noise=noise)
+    result = collect(config, out, workers=workers, progress=False)
+    return {"episodes": result.episodes, "frames": result.frames, "expert_success": round(result.success_rate, 3)}
+
+
+def train_to_end(config: Any) -> dict[str, Any]:
+    """Train (or resume) a run to `config.stop_at or config.steps`; returns its final checkpoint and what its
+    sessions cost (`run_summary`)."""
+    from robovla.train import train
+    from robovla.train.state import latest_checkpoint
+
+    out = Path(config.out)
+    latest = latest_checkpoint(out)
+    target = min(config.steps, config.stop_at or config.steps)
+    if latest is None or int(latest.name.split("-")[-1]) < target:
+        config.resume = latest is not None
+        train(config)
+    return run_summary(out)
+
+
+def run_summary(out: Path) -> dict[str, Any]:
+    """A training run's newest checkpoint and, from `metrics.jsonl`, its wall-clock summed over every session
+    (a run resumed across sessions has one "end" record per session) and its last session's figures."""
+    from robovla.train.state import latest_checkpoint
+
+    ends = [record for record in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+            if record.get("event") == "end"]
+    if not ends:
+        raise RobovlaError(f"{out}: no finished training session in metrics.jsonl")
+    last, checkpoint = ends[-1], latest_checkpoint(out)
+    return {"checkpoint": str(checkpoint), "steps": int(checkpoint.name.split("-")[-1]),
+            "train_seconds": round(sum(e["wall_seconds"] for e in ends), 1), "sessions": len(ends),
+            "samples_per_second": last["samples_per_second"], "final_loss": last["final_loss"],
+            "parameters": last["total_parameters"]}
