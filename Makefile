@@ -44,7 +44,7 @@ eval-shipped: $(STAMP)
 
 experiment-recipes: $(STAMP)
 	# results/recipes: the reference recipe against OpenVLA-OFT's parallel decoding, trained from scratch on the same
-	# 1000 demonstrations (about 3 h on 2 cores for the 6000-step schedule); rerun to resume; STOP_AT=N trains each
+	# 1000 demonstrations (about 3.5 h on 2 cores for the 6000-step schedule); rerun to resume; STOP_AT=N trains each
 	# model to step N of its schedule now and reports that interim result
 	$(VENV)/bin/robovla experiment recipes $(if $(STOP_AT),--stop-at $(STOP_AT))
 

@@ -48,7 +48,7 @@ ARMS = (
 
 SCALES = {
     # full: 1000 demonstrations (about 43k frames), a 6000-step schedule; --stop-at slices it across sessions
-    "full": ExperimentScale(demos=1000, steps=6000, episodes=50, timing_calls=20),
+    "full": ExperimentScale(demos=1000, steps=6000, episodes=50, timing_calls=60),
     # quick: the whole pipeline in minutes, for trying it out and for tests (its numbers mean nothing)
     "quick": ExperimentScale(demos=12, steps=4, episodes=2, timing_calls=2),
 }
@@ -94,10 +94,12 @@ def run(settings: RecipesSettings, command: str | None = None) -> dict[str, Any]
         checkpoint = Path(trained["checkpoint"])
         evaluated = log.run(f"eval/{arm.name}@{target}",
                             lambda: _evaluate(checkpoint, work / "eval" / f"{arm.name}@{target}", scale, settings))
-        timed = log.run(f"timing/{arm.name}@{target}", lambda: time_policy(checkpoint, scale.timing_calls))
         arms[arm.name] = {"label": arm.label, "recipe": _recipe_of(checkpoint), "training": trained,
-                          "evaluation": evaluated, "timing": timed,
-                          "train_command": config.to_dict()}
+                          "evaluation": evaluated, "train_settings": config.to_dict()}
+    checkpoints = {name: Path(arm["training"]["checkpoint"]) for name, arm in arms.items()}
+    timed = log.run(f"timing@{target}", lambda: time_policies(checkpoints, scale.timing_calls))
+    for name, arm in arms.items():
+        arm["timing"] = {**timed["settings"], **timed[name]}
     document = {
         "schema": "robovla.experiment.recipes/1", "experiment": NAME, "scale": settings.scale,
         "command": command, "demonstrations": {"folder": str(demos), **collected},
@@ -135,9 +137,11 @@ def _evaluate(checkpoint: Path, folder: Path, scale: ExperimentScale, settings: 
             "episodes_per_minute": result["timing"].get("episodes_per_minute")}
 
 
-def time_policy(checkpoint: Path, calls: int, batches: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
-    """Median wall-clock per `Policy.predict` call (eager, float32, this process's threads) at each batch size,
-    and the actions per second it gives: batch x chunk / latency."""
+def time_policies(checkpoints: dict[str, Path], calls: int, batches: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
+    """Median wall-clock per `Policy.predict` call of every model at each batch size, the models called in turns
+    so that all see the same machine (float32, eager, this process's threads), and the actions per second it
+    gives: batch x chunk / latency."""
+    import statistics
     import time
 
     import numpy as np
@@ -145,24 +149,31 @@ def time_policy(checkpoint: Path, calls: int, batches: tuple[int, ...] = (1, 8))
 
     import robovla
 
-    policy = robovla.Policy.from_pretrained(checkpoint, restrict_to_actions=True)
-    size = policy.image_size
+    policies = {name: robovla.Policy.from_pretrained(path, restrict_to_actions=True)
+                for name, path in checkpoints.items()}
     rng = np.random.default_rng(0)
-    observation = {camera: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for camera in policy.recipe.cameras}
-    observation["instruction"] = "put the red cube in the blue bowl"
-    if policy.recipe.proprio:
-        observation["proprio"] = np.zeros(policy.proprio_dim())
-    rows = {}
+    result: dict[str, Any] = {name: {} for name in policies}
     for batch in batches:
-        observations = [observation] * batch
-        policy.predict(observations)  # first call: allocations
-        seconds = []
+        inputs = {}
+        for name, policy in policies.items():
+            size = policy.image_size
+            one = {camera: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for camera in policy.recipe.cameras}
+            one["instruction"] = "put the red cube in the blue bowl"
+            if policy.recipe.proprio:
+                one["proprio"] = np.zeros(policy.proprio_dim())
+            inputs[name] = [one] * batch
+            policy.predict(inputs[name])  # first call: allocations
+        seconds: dict[str, list[float]] = {name: [] for name in policies}
         for _ in range(calls):
-            start = time.perf_counter()
-            policy.predict(observations)
-            seconds.append(time.perf_counter() - start)
-        latency = float(np.median(seconds))
-        rows[f"batch_{batch}"] = {"latency_ms": round(1e3 * latency, 2),
-                                  "actions_per_second": round(batch * policy.recipe.action_chunk / latency, 1),
-                                  "calls_per_second": round(1 / latency, 2)}
-    return {"threads": torch.get_num_threads(), "dtype": "float32", "compiled": False, "calls": calls, **rows}
+            for name, policy in policies.items():
+                start = time.perf_counter()
+                policy.predict(inputs[name])
+                seconds[name].append(time.perf_counter() - start)
+        for name, policy in policies.items():
+            latency = statistics.median(seconds[name])
+            result[name][f"batch_{batch}"] = {
+                "latency_ms": round(1e3 * latency, 2), "calls_per_second": round(1 / latency, 2),
+                "actions_per_second": round(batch * policy.recipe.action_chunk / latency, 1)}
+    result["settings"] = {"threads": torch.get_num_threads(), "dtype": "float32", "compiled": False, "calls": calls,
+                          "in_turns": True}
+    return result
