@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
-	# the long suites (compile warm-up, the shipped policy reproducing results/shipped-policy: ~4 min)
+	# the long suites (compile warm-up, the shipped policy reproducing results/shipped-policy, the quick recipes
+	# experiment end to end: ~4 min)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 bench: $(STAMP)
