@@ -217,7 +217,12 @@ def test_train_cli_options_make_the_recipe_and_refuse_a_chunk_longer_than_the_ep
     data = make_dataset(tmp_path / "d", episodes=3, frames=6, size=64)
     base = dict(preset="tiny", datasets=[str(data)], steps=2, batch_size=2, precision="fp32", save_every=0,
                 progress=False, proprio=True, decoding="parallel", state_tokens=1, cameras=["image"])
-    summary = train(TrainConfig(out=str(tmp_path / "run"), action_chunk=4, action_head="l1", **base))
+    summary = train(TrainConfig(out=str(tmp_path / "run"), action_chunk=4, action_head="l1", stop_at=1,
+                                **{**base, "save_every": 1}))
+    # resuming works although the L1 head never uses the LM head (it stays frozen: no gradient, no optimizer state)
+    summary = train(TrainConfig(out=str(tmp_path / "run"), action_chunk=4, action_head="l1", resume=True,
+                                **{**base, "save_every": 1}))
+    assert summary.steps == 2
     model = robovla.load_pretrained(summary.checkpoint)
     assert model.recipe == robovla.Recipe(proprio=True, action_chunk=4, decoding="parallel", action_head="l1",
                                           action_dim=7, state_tokens=1, state_dim=7)

@@ -48,8 +48,17 @@ def _recipe_modules(model: VLA) -> list[nn.Module]:
     return [m for m in (model.action_queries, model.action_head, model.state_projector) if m is not None]
 
 
+def _unused_modules(model: VLA) -> list[nn.Module]:
+    """Modules the forward pass never reaches: they get no gradient (and so no optimizer state), so they stay
+    frozen; an L1 action head says the actions, so the LM head is never used."""
+    unused = list(model.vision_backbone.unused_modules())
+    if model.action_head is not None:
+        unused.append(model.language_model.lm_head)
+    return unused
+
+
 def _unused_parameter_ids(model: VLA) -> set[int]:
-    return {id(p) for module in model.vision_backbone.unused_modules() for p in module.parameters()}
+    return {id(p) for module in _unused_modules(model) for p in module.parameters()}
 
 
 def select_trainable(model: VLA, strategy: str) -> None:
@@ -84,7 +93,7 @@ def apply_lora(model: VLA, config: TrainConfig) -> nn.Module:
         target_modules="all-linear",
         init_lora_weights="gaussian" if config.lora_init == "gaussian" else True,
     )
-    skipped = {id(m) for root in [*model.vision_backbone.unused_modules(), *_recipe_modules(model)]
+    skipped = {id(m) for root in [*_unused_modules(model), *_recipe_modules(model)]
                for m in root.modules()}
     skipped_names = [name for name, m in model.named_modules() if id(m) in skipped and isinstance(m, nn.Linear)]
     lora.exclude_modules = skipped_names or None
