@@ -272,6 +272,11 @@ class VLAConfig:
         return 2 if self.use_fused_vision_backbone else 1
 
     @property
+    def action_token_range(self) -> tuple[int, int]:
+        """(first, end): the ids of the action bins, the last `n_action_bins` of the base vocabulary."""
+        return self.action_vocab_size - self.n_action_bins, self.action_vocab_size
+
+    @property
     def action_vocab_size(self) -> int:
         """The base vocabulary whose last `n_action_bins` ids are the action tokens (32000 for openvla-7b)."""
         return self.text_config.vocab_size - self.pad_to_multiple_of

@@ -62,10 +62,6 @@ class StageLog:
         logger.info("%s: finished in %.0f s", name, record["seconds"])
         return record
 
-    def forget(self, name: str) -> None:
-        if self.data["stages"].pop(name, None) is not None:
-            write_json_atomic(self.path, self.data)
-
 
 def collect_demonstrations(out: Path, episodes: int, seed: int, wrist_camera: bool, suite: str = "tabletop-train",
                            noise: float = 0.3, workers: int = 2) -> dict[str, Any]:

@@ -275,13 +275,13 @@ class VLA(nn.Module):
 
     def _bin_logits(self, action_states: torch.Tensor) -> torch.Tensor:
         """The discrete head: the language model's head over the 256 action bins only, [B, K, D, bins] (float32)."""
-        first = self.config.action_vocab_size - self.config.n_action_bins
-        weight = self.language_model.lm_head.weight[first : self.config.action_vocab_size]
+        first, end = self.config.action_token_range
+        weight = self.language_model.lm_head.weight[first:end]
         return (action_states @ weight.T.to(action_states.dtype)).float()
 
     def _parallel_loss(self, action_states: torch.Tensor, labels: torch.Tensor | None,
                        action_targets: torch.Tensor | None) -> VLAOutput:
-        first = self.config.action_vocab_size - self.config.n_action_bins
+        first = self.config.action_token_range[0]
         if self.action_head is not None:  # continuous: L1 on the normalised actions
             said = self.action_head(action_states).float()
             loss = None if action_targets is None else (said - action_targets.to(said.device).float()).abs().mean()
@@ -306,7 +306,7 @@ class VLA(nn.Module):
             if self.action_head is not None:
                 return ParallelActions(None, self.action_head(action_states).float().clamp(-1.0, 1.0))
             logits = self._bin_logits(action_states)
-            first = self.config.action_vocab_size - self.config.n_action_bins
+            first = self.config.action_token_range[0]
             selection = (decoding or Decoding(selection=self.recipe.selection)).selection
             picked = pick_tokens(logits.flatten(0, 2), (0, logits.shape[-1]), selection) + first
             return ParallelActions(picked.view(logits.shape[:3]), None)
@@ -347,9 +347,8 @@ class VLA(nn.Module):
         them are conditioned on them. If `step_logits` is a list, each step's logits [B, V] (float32) are
         appended to it."""
         decoding = decoding or Decoding(selection=self.recipe.selection)
-        first_action = self.config.action_vocab_size - self.config.n_action_bins
         restrict = decoding.restrict_to_actions or decoding.selection != "greedy"
-        token_range = (first_action, self.config.action_vocab_size) if restrict else None
+        token_range = self.config.action_token_range if restrict else None
         return self._static_decoder().decode(prefix.state, token_range, decoding.selection, decoding.greedy_steps,
                                              forced, step_logits)
 

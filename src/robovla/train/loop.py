@@ -244,8 +244,7 @@ class Trainer:
                 correct = int((predicted == labels).sum())
                 l1 = float(np.abs(said - batch["action_targets"].flatten().numpy()).sum())
                 return np.array(sums + [correct, labels.numel(), l1, 0, 0, 0])
-            first = self.vla.config.action_vocab_size - self.vla.config.n_action_bins
-            predicted = out.logits.argmax(-1).cpu() + first
+            predicted = out.logits.argmax(-1).cpu() + self.vla.processor.action_tokenizer.first_action_id
             sums = [out.loss.item() * labels.numel(), labels.numel()]
             return np.array(sums + self._bin_token_sums(predicted, labels) + [0, 0, 0])
 
