@@ -178,7 +178,8 @@ def main() -> None:
     parser.add_argument("--quantization", nargs="+", default=["none"], help="none, int8, int4")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--modes", nargs="+", default=["eager", "compiled"],
-                        help="eager, and/or compiled (VLA.compile_inference: torch.compile with frozen weights)")
+                        help="eager, compiled (VLA.compile_inference(mode='frozen'): frozen weights, the published "
+                             "rows) and/or lean (the default compile mode: shared weights, cacheable)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu or cuda: the machine measured and run on")
     parser.add_argument("--json", default="benchmarks/results/inference.json")
@@ -206,7 +207,7 @@ def main() -> None:
                     prompt_tokens = max(len(model.processor.prompt_ids(t)) for t in texts) - 1
                     floor = floor_ms(model, batch, prompt_tokens, rates, dtype, 7)
                     for mode in args.modes:
-                        model.compile_inference(mode == "compiled")
+                        model.compile_inference(mode != "eager", mode="lean" if mode == "lean" else "frozen")
                         if device.type == "cuda":
                             torch.cuda.reset_peak_memory_stats(device)
                         ours = our_components(model, images, texts, "bench", args.repeats, reference)
@@ -249,9 +250,10 @@ def markdown(rates: dict, rows: list[dict], json_path: str = "benchmarks/results
         "every prefill position, transformers `generate`, one example at a time (its `generate` refuses batches).",
         "Its end to end and robovla's are timed in turns, so both see the same machine conditions.",
         "`floor` = prefill matmul FLOPs at the measured GEMM rate + decode weight bytes at the measured bandwidth.",
-        "`mode`: robovla's static-cache path `eager`, or `compiled` (`vla.compile_inference()`: torch.compile with",
+        "`mode`: robovla's static-cache path `eager`, `compiled` (`compile_inference(mode='frozen')`: torch.compile with",
         "frozen weights and merged q/k/v and gate/up GEMMs; compile time excluded; each model's compiled graphs are",
-        "freed before the next model). `same tokens`: share of action tokens equal to the reference path's.",
+        "freed before the next model), or `lean` (the default mode: weights shared, graphs cacheable).",
+        "`same tokens`: share of action tokens equal to the reference path's.",
         "`prefix ms`: a 1-token call (vision, projector, LLM prefill, first token); `decode ms/token`: a 7-token",
         "call minus the 1-token call, over 6, the two timed in turns (noisy where decoding is a small share).",
         "`ceiling` = reference ms / floor ms: the speed-up a path running exactly at the floor would reach; where it",

@@ -133,14 +133,15 @@ def test_single_dataset_needs_no_unnorm_key():
     assert action.shape == (7,) and np.all(np.abs(action) <= 1.0)
 
 
-def test_compiled_inference_matches_eager():
-    """torch.compile'd vision, prefill and decode step (frozen weights) give the eager path's tokens."""
+@pytest.mark.parametrize("mode", ["lean", "frozen"])
+def test_compiled_inference_matches_eager(mode):
+    """torch.compile'd vision, prefill and decode step give the eager path's tokens, in both compile modes."""
     model = robovla.load_pretrained(TINY_CHECKPOINT)
     picks = CASES[:3]
     images = [case_image(c) for c in picks]
     instructions = [c["instruction"] for c in picks]
     eager = model.predict(images, instructions, "bridge_orig")
-    model.compile_inference()
+    model.compile_inference(mode=mode)
     for _ in range(2):  # the second call runs the already-compiled graphs
         compiled = model.predict(images, instructions, "bridge_orig")
         np.testing.assert_array_equal(compiled.token_ids, eager.token_ids)
@@ -175,20 +176,25 @@ def test_compile_settings_apply_only_inside_their_scope():
     from robovla.model.decoding import RECOMPILE_LIMIT, compile_settings
 
     before = (inductor_config.freezing, inductor_config.cpp.enable_concat_linear, dynamo_config.recompile_limit)
-    with compile_settings():
+    with compile_settings("frozen"):
         assert inductor_config.freezing and inductor_config.cpp.enable_concat_linear
         assert dynamo_config.recompile_limit == RECOMPILE_LIMIT > 8
-    with compile_settings(enabled=False):
+    with compile_settings("lean"):  # the weights stay inputs: one shared copy, cacheable graphs
+        assert not inductor_config.freezing and dynamo_config.recompile_limit == RECOMPILE_LIMIT
+    with compile_settings(None):
         assert not inductor_config.freezing
+    with pytest.raises(ValueError, match="unknown compile mode"):
+        with compile_settings("fast"):
+            pass
     assert (inductor_config.freezing, inductor_config.cpp.enable_concat_linear,
             dynamo_config.recompile_limit) == before
 
 
 def test_compiled_decode_step_merges_the_projections_that_share_an_input():
-    """Compiled, one decode step runs q/k/v as one GEMM and gate/up as one: 4 per layer + the head, not 7 + 1."""
+    """Compiled frozen, one decode step runs q/k/v as one GEMM and gate/up as one: 4 per layer + the head, not 7 + 1."""
     from torch.profiler import ProfilerActivity, profile
 
-    model = robovla.load_pretrained(TINY_CHECKPOINT, dtype=torch.bfloat16).compile_inference()
+    model = robovla.load_pretrained(TINY_CHECKPOINT, dtype=torch.bfloat16).compile_inference(mode="frozen")
     image, instruction = case_image(CASES[0]), CASES[0]["instruction"]
     inputs = ModelInputs(model.processor.pixel_values([image]), model.processor.encode_prompts([instruction]).input_ids,
                          None)
@@ -253,3 +259,22 @@ def test_prefill_runs_the_last_layer_for_the_last_position_only(dtype):
         assert hidden.shape == (batch, 1, lm.config.hidden_size)
         tolerance = 1e-4 if dtype == torch.float32 else 0.1
         assert (ours - full).abs().max().item() < tolerance * max(1.0, full.abs().max().item())
+
+
+def test_a_batch_invariant_policy_answers_each_observation_as_if_alone(monkeypatch):
+    """bf16: every row of a mixed-length batch equals that observation predicted alone, one model call each."""
+    from robovla.policy import Policy
+
+    model = robovla.load_pretrained(TINY_CHECKPOINT, dtype=torch.bfloat16)
+    picks = [CASES[0], CASES[2], CASES[5], CASES[6]]
+    batch = [{"image": case_image(c), "instruction": c["instruction"]} for c in picks]
+    policy = Policy(model, "bridge_orig", batch_invariant=True)
+    alone = [policy.predict(o) for o in batch]
+    calls = []
+    prefill = model.prefill
+    monkeypatch.setattr(model, "prefill", lambda inputs, *a, **k: calls.append(len(inputs.input_ids)) or
+                        prefill(inputs, *a, **k))
+    together = policy.predict(batch)
+    assert calls == [1, 1, 1, 1]
+    np.testing.assert_array_equal(together.token_ids, np.concatenate([p.token_ids for p in alone]))
+    np.testing.assert_array_equal(together.actions, np.concatenate([p.actions for p in alone]))

@@ -15,7 +15,8 @@ import pytest
 
 from robovla.serve import BackgroundServer, ServerConfig, create_app
 
-CONFIG = ServerConfig(max_body_bytes=512 * 1024, max_image_side=256, max_batch_request=4, max_wait_ms=2.0)
+CONFIG = ServerConfig(max_image_side=256, max_batch_request=4, max_wait_ms=2.0)
+LIMIT = CONFIG.body_limit(cameras=1)  # the derived body limit: one 256 x 256 image and the rest
 KEYS = ("bridge_orig", "toy_kitchen")
 
 
@@ -166,14 +167,38 @@ def test_bad_batches(server):
 
 
 def test_oversized_body_is_refused_without_reading_it(server):
-    big = b"x" * (CONFIG.max_body_bytes + 1)
+    big = b"x" * (LIMIT + 1)
     assert_error(httpx.post(server.url + "/act", content=big), 413, "body", "limit")
 
     def chunks():  # no Content-Length: the limit applies while streaming
         for _ in range(8):
-            yield b"y" * (CONFIG.max_body_bytes // 4)
+            yield b"y" * (LIMIT // 4)
 
     assert_error(httpx.post(server.url + "/act", content=chunks()), 413, "body", "limit")
+
+
+def test_the_body_limit_fits_the_largest_valid_observation(server, tiny_vla):
+    """An image at max_image_side, in json-numpy's base64 and in the encoded form, passes the body limit."""
+    largest = {"image": image(3, 256, 256), "instruction": "pick up the red block " * 20,
+               "unnorm_key": "bridge_orig"}
+    for body in (json_numpy.dumps(largest), json.dumps({"encoded": json_numpy.dumps(largest)})):
+        assert len(body) <= LIMIT
+        reply = httpx.post(server.url + "/act", content=body, timeout=60)
+        assert reply.status_code == 200, reply.text
+    assert httpx.get(server.url + "/metadata").json()["max_body_bytes"] == LIMIT
+
+
+def test_a_body_limit_too_small_for_one_observation_is_refused_at_start(tiny_vla):
+    from robovla import RobovlaError
+    from robovla.serve.config import observation_body_bytes
+
+    needed = observation_body_bytes(2048, 2)
+    assert needed > 2 * 4 * 2048 * 2048  # two base64 images
+    with pytest.raises(RobovlaError, match=r"2 camera image\(s\) at the largest accepted side, 2048 px"):
+        ServerConfig(max_body_bytes=32 * 2**20).body_limit(cameras=2)
+    with pytest.raises(RobovlaError, match="raise the body limit or lower the image side"):
+        create_app(tiny_vla, ServerConfig(max_body_bytes=2**20, max_image_side=1024))
+    assert ServerConfig(max_body_bytes=needed).body_limit(cameras=2) == needed
 
 
 def raw_request(server, body: bytes, declared_length: int) -> None:

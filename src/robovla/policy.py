@@ -14,6 +14,7 @@ The path of one call: observations -> `VLAProcessor.model_inputs` -> `VLA.prefil
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -39,7 +40,7 @@ class Policy:
     """`predict(observation(s)) -> ActionPrediction`, with `compile()` and `warm_up()` for repeated calls."""
 
     def __init__(self, model: Any, unnorm_key: str | None = None, restrict_to_actions: bool = False,
-                 grounding: str | GroundingSource | None = None) -> None:
+                 grounding: str | GroundingSource | None = None, batch_invariant: bool = False) -> None:
         from robovla.processing import resolve_unnorm_key
 
         if unnorm_key is not None:
@@ -47,15 +48,20 @@ class Policy:
         self.model = model
         self.unnorm_key = unnorm_key  # None: the checkpoint's only dataset, or one named with each call
         self.restrict_to_actions = restrict_to_actions
+        # each observation in its own model call: a batch's answers are bit for bit those of single calls, which
+        # reduced precision does not otherwise promise (a GEMM's summation order depends on its batch shape)
+        self.batch_invariant = batch_invariant
         self.grounding = grounding_source(model, grounding)  # None: the recipe's (its pointer if fitted)
+        self.compile_cache = None  # a CompileCache after compile(cache=...)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, unnorm_key: str | None = None, restrict_to_actions: bool = False,
-                        grounding: str | GroundingSource | None = None, **load: Any) -> "Policy":
+                        grounding: str | GroundingSource | None = None, batch_invariant: bool = False,
+                        **load: Any) -> "Policy":
         """Load a checkpoint folder (`load`: dtype, device, quantization, as `robovla.load_pretrained`)."""
         from robovla.model.checkpoint import load_pretrained
 
-        return cls(load_pretrained(path, **load), unnorm_key, restrict_to_actions, grounding)
+        return cls(load_pretrained(path, **load), unnorm_key, restrict_to_actions, grounding, batch_invariant)
 
     # ------------------------------------------------------------------------------------------- what it needs
     @property
@@ -109,6 +115,10 @@ class Policy:
             raise RobovlaError("no observations given")
         for k, observation in enumerate(batch):
             self._check(k, observation)
+        if self.batch_invariant and len(batch) > 1:
+            from robovla.processing.prediction import ActionPrediction
+
+            return ActionPrediction.concatenate([self.predict(o, unnorm_key) for o in batch])
         key = unnorm_key or self.unnorm_key
         processor = self.model.processor
         inputs = processor.model_inputs([{camera: o[camera] for camera in self.recipe.cameras} for o in batch],
@@ -146,23 +156,42 @@ class Policy:
                                f"{self.grounding.name!r}: make the policy with grounding='given' to use the values")
 
     # ------------------------------------------------------------------------------------------- speed
-    def compile(self) -> "Policy":
-        """torch.compile the model's inference path (see `VLA.compile_inference`)."""
-        self.model.compile_inference()
+    def compile(self, mode: str = "lean", cache: bool | str | Path = False) -> "Policy":
+        """torch.compile the model's inference path (`mode`: see `VLA.compile_inference`).
+
+        `cache` keeps the compiled code across restarts (`robovla.model.compile_cache`): True uses
+        $ROBOVLA_COMPILE_CACHE or ~/.cache/robovla/compile, a path names the folder. What it holds for this model
+        is loaded now, and `warm_up()` saves what it had to build, so the next start compiles nothing new.
+        """
+        from robovla.model.compile_cache import CompileCache, default_cache_folder, model_fingerprint
+
+        if cache and mode != "lean":
+            raise RobovlaError(f"the {mode!r} compile mode cannot be cached (its weights are baked into packed "
+                               "constants): use mode='lean' or cache=False")
+        self.model.compile_inference(mode=mode)
+        self.compile_cache = None
+        if cache:
+            folder = default_cache_folder() if cache is True else Path(cache)
+            fingerprint = model_fingerprint(self.model, self.model.config.to_hf_dict(), mode)
+            self.compile_cache = CompileCache(folder, fingerprint, mode)
+            self.compile_cache.load()
         return self
 
-    def warm_up(self, on_call: Callable[[int, int, float], None] | None = None) -> None:
+    def warm_up(self, on_call: Callable[[int, int, float], None] | None = None) -> "WarmUp":
         """Predict on blank observations so that compiling happens now, not at a robot's first requests.
 
-        A compiled model compiles per new shape (seconds to a minute), and a server's worker waits meanwhile.
-        dynamo specialises on a dimension's first size and compiles it as dynamic at its second, so two sizes of
-        batch and of prompt, each alone, in padded batches and in unpadded ones (three code paths), cover the
-        batch sizes and instructions that follow; the short and long prompts also differ in KV-cache size.
+        A compiled model compiles per new shape, and a server's worker waits meanwhile. Every dimension is
+        dynamic from the first call, but batch 1 gets its own graphs, padded batches take a masked path and
+        unpadded ones an unmasked one, and prompts of different lengths differ in KV-cache size: the calls
+        cover each (two sizes of each, so a dimension that stayed static would show up as a recompile).
         The policy's dataset (None: the checkpoint's first; the shapes hardly depend on it) gives the state.
-        `on_call(batch, longest prompt in tokens, seconds)` reports each call.
+        `on_call(batch, longest prompt in tokens, seconds)` reports each call. With a compile cache
+        (`compile(cache=...)`), what had to be built is saved at the end.
         """
+        from robovla.model.compile_cache import compile_counters
         from robovla.processing import resolve_unnorm_key
 
+        began, before = time.perf_counter(), compile_counters()
         key = resolve_unnorm_key(self.model.norm_stats, self.unnorm_key or sorted(self.model.norm_stats)[0])
         stats = self.model.norm_stats[key]
         size = self.image_size
@@ -177,3 +206,18 @@ class Policy:
             if on_call is not None:
                 longest = max(len(self.model.processor.prompt_ids(text, blank.get("proprio"), key)) for text in texts)
                 on_call(len(texts), longest, time.perf_counter() - start)
+        after = compile_counters()
+        built, from_cache = after["built"] - before["built"], after["from_cache"] - before["from_cache"]
+        cache = self.compile_cache
+        saved = cache is not None and (built > 0 or not cache.path.exists()) and cache.save()
+        return WarmUp(time.perf_counter() - began, built, from_cache, saved)
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """What `Policy.warm_up` took: seconds in all, graphs inductor built and graphs it took from a cache."""
+
+    seconds: float
+    graphs_built: int
+    graphs_from_cache: int
+    cache_saved: bool

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 
 HELP = "Serve a checkpoint over HTTP (OpenVLA-compatible /act, /act/batch) and websocket (openpi protocol)."
 
@@ -21,14 +22,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight-only quantization of the language model")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile vision, prefill and decode; compiles before serving (see --no-warm-up)")
+    parser.add_argument("--compile-mode", default="lean", choices=["lean", "frozen"],
+                        help="lean (default): the graphs share the model's weights and are cached across restarts; "
+                             "frozen: weights packed into each graph (more memory, no cache, every start compiles)")
+    parser.add_argument("--compile-cache", default=None, metavar="DIR",
+                        help="where compiled code is kept between starts (default: $ROBOVLA_COMPILE_CACHE or "
+                             "~/.cache/robovla/compile)")
+    parser.add_argument("--no-compile-cache", dest="use_compile_cache", action="store_false",
+                        help="compile from nothing at every start")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
                         help="with --compile: start serving at once and compile at the first requests instead")
+    parser.add_argument("--batch-invariant", action="store_true",
+                        help="run each observation in its own model call, so an answer never depends on what shared "
+                             "its batch (bf16 sums in a batch-dependent order); costs the batching speed-up")
     parser.add_argument("--max-batch-size", type=int, default=16, help="observations per model call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long a request may wait for others to share its model call")
     parser.add_argument("--max-queue", type=int, default=256,
                         help="observations that may wait; more get 503 with Retry-After")
-    parser.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB")
+    parser.add_argument("--max-body-mb", type=float, default=None,
+                        help="largest request body in MiB (default: one observation at --max-image-side)")
+    parser.add_argument("--max-image-side", type=int, default=2048, help="largest image side accepted, in pixels")
     parser.add_argument("--action-tokens-only", action="store_true",
                         help="greedy over the 256 action tokens only, as `robovla eval` decodes (default: the whole "
                              "vocabulary, the reference's semantics)")
@@ -48,19 +62,28 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024), restrict_to_actions=args.action_tokens_only,
+        max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * 1024 * 1024),
+        max_image_side=args.max_image_side, restrict_to_actions=args.action_tokens_only,
+        batch_invariant=args.batch_invariant,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
     vla = robovla.load_pretrained(args.checkpoint, dtype=args.dtype, device=args.device,
                                   quantization=args.quantization)
     logger = logging.getLogger("robovla.serve")
+    logger.info("start-up: checkpoint loaded in %.1f s", time.perf_counter() - start)
     if args.compile:
-        vla.compile_inference()
+        compiled = time.perf_counter()
+        cache = (args.compile_cache or True) if args.use_compile_cache and args.compile_mode == "lean" else False
+        policy = robovla.Policy(vla, restrict_to_actions=config.restrict_to_actions).compile(args.compile_mode, cache)
         if args.warm_up:
-            logger.info("compiling before serving, so that no request waits for it (a minute or more)")
-            policy = robovla.Policy(vla, restrict_to_actions=config.restrict_to_actions)
-            policy.warm_up(on_call=lambda batch, tokens, seconds: logger.info(
-                "compiled: batch %d, prompt %d tokens, %.1f s", batch, tokens, seconds))
+            logger.info("compiling before serving, so that no request waits for it")
+            report = policy.warm_up(on_call=lambda batch, tokens, seconds: logger.info(
+                "start-up: batch %d, prompt %d tokens: %.1f s", batch, tokens, seconds))
+            cached = "saved to the cache" if report.cache_saved else "cache unchanged" if cache else "no cache"
+            logger.info("start-up: compiled in %.1f s (%d graphs built, %d from the cache; %s)",
+                        time.perf_counter() - compiled, report.graphs_built, report.graphs_from_cache, cached)
+    logger.info("start-up: %.1f s in all", time.perf_counter() - start)
     app = create_app(vla, config, model_name=Path(args.checkpoint).resolve().name)
     auth = "API key required" if config.api_key else "no API key"
     logger.info("serving %s on http://%s:%d (%s)", args.checkpoint, config.host, config.port, auth)

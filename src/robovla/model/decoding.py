@@ -25,28 +25,42 @@ CAPACITY_MULTIPLE = 32
 RECOMPILE_LIMIT = 64
 
 
+COMPILE_MODES = ("lean", "frozen")
+
+
 @contextlib.contextmanager
-def compile_settings(enabled: bool = True):
+def compile_settings(mode: str | None = "lean"):
     """The compiler settings of robovla's compiled inference, scoped to its calls (only compiles read them).
 
-    - The weights are constants (inductor's freezing: pre-packed GEMM layouts).
-    - Linears that share an input (q/k/v; gate/up) merge into one GEMM. At batch 1 a decode step is a chain of
-      matrix-vector products bound by weight reads, and one 3072-row product streams its weights a little faster
-      than three of 1024 rows: in the small preset's bf16 decode step on 2 CPU cores, the profiler's sum of
-      linear time went from 9.2 to 8.4 ms (about 5 of a prediction's ~225 ms).
-    - More variants per function than dynamo's default of 8. Its limit counts per code object, so every model
-      and batch-size bucket of a process shares it. Past the limit dynamo gives up on the function with a
-      warning, runs it eagerly and compiles its callees one by one (a benchmark of four models hit it).
+    Both modes allow more variants per function than dynamo's default of 8: its limit counts per code object, so
+    every model and batch-size bucket of a process shares it, and past it dynamo runs the function eagerly with a
+    warning (a benchmark of four models hit it).
+    - "lean": the weights stay the graphs' inputs, so every compiled shape reads the one set the model holds, and
+      the compiled code does not depend on their values (so it can be cached across restarts: `compile_cache`).
+    - "frozen": the weights become constants (inductor's freezing): pre-packed GEMM layouts, and linears that share
+      an input (q/k/v; gate/up) merged into one GEMM. Each compiled shape keeps its own packed copy, and packed
+      (mkldnn) constants cannot be cached, so every start compiles from nothing.
+    `None`: eager, nothing patched.
     """
-    if not enabled:
+    if mode is None:
         yield
         return
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
-    with (inductor_config.patch({"freezing": True, "cpp.enable_concat_linear": True}),
-          dynamo_config.patch(recompile_limit=RECOMPILE_LIMIT)):
+    inductor = {"freezing": True, "cpp.enable_concat_linear": True} if mode == "frozen" else {"freezing": False}
+    with inductor_config.patch(inductor), dynamo_config.patch(recompile_limit=RECOMPILE_LIMIT):
         yield
+
+
+def compile_function(fn, mode: str):
+    """`torch.compile(fn)` for a compile mode. "lean" makes every dimension dynamic from the first call: batch
+    sizes, prompt lengths and cache sizes share one graph (sizes 0 and 1 still get their own). "frozen" (robovla's
+    earlier default, kept as it was) lets dynamo specialise on the first size and compile a dynamic graph at the
+    second, so a shape seen once costs a graph of its own."""
+    return torch.compile(fn, dynamic=True if mode == "lean" else None)
 
 
 def pick_tokens(logits: torch.Tensor, token_range: tuple[int, int] | None, selection: str = "greedy") -> torch.Tensor:
@@ -100,9 +114,9 @@ class DecodeState:
 class StaticCacheDecoder:
     """Prefix pass + one in-place cache slot per generated token, for a `LlamaForCausalLM`."""
 
-    def __init__(self, language_model, compile: bool = False) -> None:
+    def __init__(self, language_model, compile: str | None = None) -> None:
         self.lm = language_model
-        self.compile = compile
+        self.compile = compile  # a compile mode (COMPILE_MODES) or None: eager
         self._compiled_fns: dict[str, object] = {}
         config = language_model.config
         self.num_heads = config.num_attention_heads
@@ -209,7 +223,7 @@ class StaticCacheDecoder:
 
     def _compiled(self, name: str):
         if name not in self._compiled_fns:
-            self._compiled_fns[name] = torch.compile(getattr(self, "_" + name))
+            self._compiled_fns[name] = compile_function(getattr(self, "_" + name), self.compile)
         return self._compiled_fns[name]
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ def packaged_tokenizer_path(name: str = DEFAULT_TOKENIZER) -> Path:
 def build_model(
     config: VLAConfig | str,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     tokenizer: str | Path | None = None,
     norm_stats: dict[str, Any] | None = None,
     seed: int | None = 0,
@@ -39,7 +39,9 @@ def build_model(
         torch.manual_seed(seed)
     with torch.device(device):
         model = VLA(config)
-    model = model.to(dtype=dtype)
+    from robovla.model.checkpoint import resolve_dtype
+
+    model = model.to(dtype=resolve_dtype(dtype))
     if str(device) == "meta":
         return model
     tokenizer = tokenizer or packaged_tokenizer_path(config.extra.get("robovla_tokenizer", DEFAULT_TOKENIZER))

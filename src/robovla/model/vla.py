@@ -18,7 +18,8 @@ from torch import nn
 from robovla.config import POINTER_KEY, Recipe, VLAConfig
 from robovla.errors import RobovlaError
 from robovla.model.action_heads import ActionQueries, L1ActionHead, StateProjector, parallel_attention_mask
-from robovla.model.decoding import DecodeState, Decoding, StaticCacheDecoder, compile_settings, pick_tokens
+from robovla.model.decoding import (COMPILE_MODES, DecodeState, Decoding, StaticCacheDecoder, compile_function,
+                                   compile_settings, pick_tokens)
 from robovla.model.pointer import GroundingPointer, PointerConfig
 from robovla.model.projector import Projector
 from robovla.model.vision import VisionBackbone
@@ -88,7 +89,7 @@ class VLA(nn.Module):
         self.state_projector: StateProjector | None = None
         self._build_recipe_modules()
         self.processor = processor
-        self._compiled_inference = False
+        self._compiled_inference: str | None = None  # a compile mode, None: eager
         self._compiled_vision = None
         self._decoder: StaticCacheDecoder | None = None  # built on first use, for the current language model
         self._compiled_parallel = None
@@ -169,8 +170,8 @@ class VLA(nn.Module):
         """One image per row: [B, 3k, H, W] -> [B, N, hidden]."""
         if self._compiled_inference and not torch.is_grad_enabled():
             if self._compiled_vision is None:
-                self._compiled_vision = torch.compile(self._project_patches)
-            with compile_settings():
+                self._compiled_vision = compile_function(self._project_patches, self._compiled_inference)
+            with compile_settings(self._compiled_inference):
                 return self._compiled_vision(pixel_values)
         return self._project_patches(pixel_values)
 
@@ -263,11 +264,12 @@ class VLA(nn.Module):
         positions = torch.cat([position_ids, position_ids[:, -1:] + 1 + torch.arange(queries.slots, device=inputs.device)],
                               dim=1)
         run = self.language_model.model
-        if self._compiled_inference and not torch.is_grad_enabled():
+        compiled = self._compiled_inference if not torch.is_grad_enabled() else None
+        if compiled:
             if self._compiled_parallel is None:
-                self._compiled_parallel = torch.compile(run)
+                self._compiled_parallel = compile_function(run, compiled)
             run = self._compiled_parallel
-        with compile_settings(self._compiled_inference and not torch.is_grad_enabled()):
+        with compile_settings(compiled):
             hidden = run(inputs_embeds=torch.cat([inputs, slots], dim=1),
                          attention_mask=parallel_attention_mask(keep, queries.slots), position_ids=positions,
                          use_cache=False).last_hidden_state
@@ -386,18 +388,21 @@ class VLA(nn.Module):
             self.config.extra[POINTER_KEY] = pointer.config.to_dict()
         self.set_recipe(replace(self.config.recipe, grounding_source="tokens" if pointer is None else "pointer"))
 
-    def compile_inference(self, enabled: bool = True) -> "VLA":
-        """Run vision, prefill and each decode step through torch.compile (inductor, weights frozen into
-        pre-packed layouts); `enabled=False` returns to eager.
+    def compile_inference(self, enabled: bool = True, mode: str = "lean") -> "VLA":
+        """Run vision, prefill and each decode step through torch.compile; `enabled=False` returns to eager.
 
-        The first prediction per batch size and prompt-length bucket compiles (seconds); later ones reuse it.
-        After a dimension's second size, dynamo compiles it as dynamic, so a few compiles cover all batch sizes and
-        prompt lengths; `Policy.warm_up()` does them up front. Each compiled shape holds its own pre-packed copy
-        of the weights: the small preset in bf16 takes 1.3 GB eager, 2.5 GB after its first prediction and
-        3-4 GB once a few shapes have compiled.
-        Greedy tokens stay those of the eager path. For inference only: the weights are baked in.
+        In the lean mode every dimension is dynamic from the first call, so one graph per function covers batch
+        sizes of 2 and more, another batch 1, and prompt lengths share them; `Policy.warm_up()` compiles them up
+        front.
+        `mode` (see `compile_settings`): "lean" (default) keeps the weights as the graphs' inputs, so every graph
+        shares the model's one copy and compiled code can be cached across restarts (`Policy.compile(cache=...)`);
+        "frozen" bakes them into pre-packed constants, one copy per graph (the small preset in bf16: 1.3 GB eager,
+        2.5 GB after its first prediction) and compiles from nothing at every start.
+        Greedy tokens stay those of the eager path. For inference only.
         """
-        self._compiled_inference = enabled
+        if mode not in COMPILE_MODES:
+            raise RobovlaError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
+        self._compiled_inference = mode if enabled else None
         self._decoder = None
         self._compiled_vision = None
         self._compiled_parallel = None

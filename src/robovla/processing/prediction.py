@@ -19,3 +19,10 @@ class ActionPrediction:
     def first(self) -> np.ndarray:
         """[B, action_dim]: the action to execute now (the reference's whole answer)."""
         return self.actions[:, 0]
+
+    @classmethod
+    def concatenate(cls, parts: list["ActionPrediction"]) -> "ActionPrediction":
+        """One prediction whose rows are `parts`' rows in order."""
+        grounding = None if parts[0].grounding is None else np.concatenate([p.grounding for p in parts])
+        return cls(np.concatenate([p.actions for p in parts]), np.concatenate([p.token_ids for p in parts]),
+                   np.concatenate([p.normalized for p in parts]), grounding)

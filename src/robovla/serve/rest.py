@@ -33,13 +33,13 @@ def build_router(service: PolicyService) -> APIRouter:
 
     @router.post("/act")
     async def act(request: Request) -> Response:
-        payload, encoded = decode_body(await read_body(request, service.config.max_body_bytes))
+        payload, encoded = decode_body(await read_body(request, service.body_limit))
         [result] = await _act_unless_disconnected(request, service, [service.parse(payload)])
         return encode_reply(service.reply_actions(result), encoded)
 
     @router.post("/act/batch")
     async def act_batch(request: Request) -> Response:
-        payload, encoded = decode_body(await read_body(request, service.config.max_body_bytes))
+        payload, encoded = decode_body(await read_body(request, service.body_limit))
         observations = _batch_observations(service, payload)
         results = await _act_unless_disconnected(request, service, observations)
         return encode_reply({"actions": [service.reply_actions(r) for r in results]}, encoded)

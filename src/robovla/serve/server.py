@@ -14,7 +14,7 @@ from robovla.serve.config import ServerConfig
 def _uvicorn_config(app: Any, host: str, port: int, config: ServerConfig, log_level: str) -> uvicorn.Config:
     # our middleware logs one line per request, so uvicorn's access log is off
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                          ws_max_size=config.max_body_bytes, timeout_graceful_shutdown=5)
+                          ws_max_size=app.state.service.body_limit, timeout_graceful_shutdown=5)
 
 
 def serve_forever(app: Any, config: ServerConfig, log_level: str = "info") -> None:

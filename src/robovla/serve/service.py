@@ -23,10 +23,12 @@ class PolicyService:
         from robovla.policy import Policy
 
         self.vla = vla
-        self.policy = Policy(vla, restrict_to_actions=config.restrict_to_actions)  # the dataset comes per request
+        # the dataset comes per request
+        self.policy = Policy(vla, restrict_to_actions=config.restrict_to_actions, batch_invariant=config.batch_invariant)
         self.config = config
         self.metrics = metrics
         self.prompt_limit = self.policy.prompt_token_limit()
+        self.body_limit = config.body_limit(len(vla.recipe.cameras))  # refuses a limit too small for one observation
         self.metadata = build_metadata(vla, config, model_name)
         self._batcher: DynamicBatcher | None = None
 
@@ -81,6 +83,8 @@ def build_metadata(vla: robovla.VLA, config: ServerConfig, model_name: str) -> d
         "image_size": [size, size],
         "image_format": "HxWx3 uint8 RGB, any size up to max_image_side (the server resizes)",
         "max_image_side": config.max_image_side,
+        "max_body_bytes": config.body_limit(len(vla.recipe.cameras)),
+        "batch_invariant": config.batch_invariant,  # each observation in its own model call
         "observation_keys": {"image": list(IMAGE_KEYS), "instruction": list(INSTRUCTION_KEYS),
                              "unnorm_key": [UNNORM_KEY], "proprio": list(PROPRIO_KEYS)},
         "image_keys": list(IMAGE_KEYS),
