@@ -37,6 +37,9 @@ _EXPORTS = {
     "VLAProcessor": "robovla.processing",
     "build_prompt": "robovla.processing",
     "load_image_file": "robovla.processing",
+    "DiffusionConfig": "robovla.diffusion",
+    "DiffusionInputs": "robovla.diffusion",
+    "DiffusionPolicy": "robovla.diffusion",
 }
 
 __all__ = sorted(_EXPORTS)

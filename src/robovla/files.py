@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
@@ -26,6 +27,36 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_folder_atomic(path: str | Path, fill: Callable[[Path], None]) -> Path:
+    """`fill(temporary folder)` beside `path`, then the folder replaces `path`: a reader sees the old folder or the
+    new one whole, and an error (or a kill) leaves the old one in place."""
+    folder = Path(path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        fill(tmp)
+        replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Move `new` to `target`; an existing target is kept until the new folder is in place."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, backup)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -104,6 +102,8 @@ def load_pretrained(
     if not (folder / "config.json").exists():
         raise RobovlaError(f"{folder}: config.json is missing (not a checkpoint folder?)")
     dtype = resolve_dtype(dtype)
+    if json.loads((folder / "config.json").read_text()).get("policy_type") == "diffusion":
+        raise RobovlaError(f"{folder} holds a Diffusion Policy, not a VLA: load it with robovla.DiffusionPolicy.load")
     config = VLAConfig.from_json_file(folder / "config.json")
     config.norm_stats = read_norm_stats(folder, config)
     processor = load_processor(folder, config)
@@ -196,14 +196,14 @@ def save_pretrained(
     """
     from safetensors.torch import save_file
 
-    folder = Path(path)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    from robovla.files import write_folder_atomic
+
     processor = model._require_processor()
     target_dtype = resolve_dtype(dtype) if dtype is not None else model.dtype
     state = state if state is not None else model.state_dict()
     state = {k: v.detach().to("cpu", target_dtype).contiguous() for k, v in state.items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         config = model.config.to_hf_dict()
         config["torch_dtype"] = str(target_dtype).removeprefix("torch.")
         _write_json(tmp / "config.json", config)
@@ -231,23 +231,5 @@ def save_pretrained(
             _write_json(tmp / name, data)
         if write_extra is not None:
             write_extra(tmp)
-        _replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
 
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing target is kept until the new folder is in place."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, backup)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+    return write_folder_atomic(path, fill)

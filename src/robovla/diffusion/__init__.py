@@ -1,0 +1,6 @@
+"""Diffusion Policy (Chi et al. 2023), OpenVLA's main baseline: its own policy type beside the VLA."""
+
+from robovla.diffusion.config import POLICY_TYPE, DiffusionConfig
+from robovla.diffusion.model import DiffusionInputs, DiffusionPolicy
+
+__all__ = ["POLICY_TYPE", "DiffusionConfig", "DiffusionInputs", "DiffusionPolicy"]
