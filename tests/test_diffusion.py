@@ -149,3 +149,38 @@ def test_the_ema_follows_the_weights_with_a_warming_decay():
     ema.copy_to(averaged.parameters())
     moved = [(a - s).mean().item() for a, s in zip(averaged.parameters(), start)]
     assert all(0.0 < m < 1.0 for m in moved)  # between the old weights and the new ones
+
+
+def test_the_processor_turns_observations_into_inputs_and_chunks_into_actions():
+    import numpy as np
+
+    from robovla.diffusion.processor import DiffusionProcessor
+    from robovla.model.factory import packaged_tokenizer_path
+    from robovla.processing import TextTokenizer
+
+    tokenizer = TextTokenizer(packaged_tokenizer_path("tabletop-small"))
+    config = replace(TINY, vocab_size=len(tokenizer))
+    stats = {"toy": {"action": {"q01": [-2.0, 0.0, 1.0, 0.0], "q99": [2.0, 4.0, 3.0, 1.0],
+                                "mask": [True, True, True, False]},
+                     "proprio": {"q01": [0.0, 0.0, 0.0], "q99": [1.0, 2.0, 4.0]}}}
+    processor = DiffusionProcessor(config, tokenizer, stats)
+    rng = np.random.default_rng(0)
+    observations = [{"image": rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+                     "wrist_image": rng.integers(0, 256, (20, 20, 3), dtype=np.uint8),
+                     "instruction": text, "proprio": [0.5, 1.0, 2.0]}
+                    for text in ("Pick up the red block", "put the green cube in the blue bowl")]
+    inputs = processor.inputs(observations)
+    assert inputs.images["wrist_image"].shape == (2, 3, 32, 32) and 0 <= inputs.images["image"].min() <= 1
+    lengths = [len(tokenizer.encode(o["instruction"].lower())) for o in observations]
+    assert inputs.language_mask.sum(dim=1).tolist() == lengths and lengths[0] != lengths[1]
+    assert inputs.language_ids.shape[1] == max(lengths) and (inputs.language_ids[inputs.language_mask == 0] == 0).all()
+    torch.testing.assert_close(inputs.state, torch.zeros(2, 3))  # the middle of every range
+    assert DiffusionPolicy(config).condition(inputs).shape == (2, config.condition_dim)
+    raw = np.array([[[1.0, 2.0, 2.5, 1.0]] * 8])
+    np.testing.assert_allclose(processor.actions(processor.targets(raw)), raw, atol=1e-6)  # the gripper raw
+    with pytest.raises(RobovlaError, match="has no 'wrist_image'"):
+        processor.inputs([{k: v for k, v in observations[0].items() if k != "wrist_image"}])
+    with pytest.raises(RobovlaError, match="proprio has 2 numbers, this policy reads 3"):
+        processor.inputs([{**observations[0], "proprio": [0.0, 1.0]}])
+    with pytest.raises(RobovlaError, match="language embedding 50"):
+        DiffusionProcessor(TINY, tokenizer, stats)

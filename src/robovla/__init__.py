@@ -40,6 +40,7 @@ _EXPORTS = {
     "DiffusionConfig": "robovla.diffusion",
     "DiffusionInputs": "robovla.diffusion",
     "DiffusionPolicy": "robovla.diffusion",
+    "DiffusionProcessor": "robovla.diffusion",
 }
 
 __all__ = sorted(_EXPORTS)

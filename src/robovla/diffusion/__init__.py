@@ -2,5 +2,6 @@
 
 from robovla.diffusion.config import POLICY_TYPE, DiffusionConfig
 from robovla.diffusion.model import DiffusionInputs, DiffusionPolicy
+from robovla.diffusion.processor import DiffusionProcessor
 
-__all__ = ["POLICY_TYPE", "DiffusionConfig", "DiffusionInputs", "DiffusionPolicy"]
+__all__ = ["POLICY_TYPE", "DiffusionConfig", "DiffusionInputs", "DiffusionPolicy", "DiffusionProcessor"]

@@ -1,0 +1,95 @@
+"""Observations to Diffusion Policy's tensors and its normalized chunks back to robot actions.
+
+The same observation dicts a VLA `Policy` reads (one image per recipe camera, "instruction", "proprio"), and the
+same dataset statistics (q01/q99 per dimension; the gripper, masked off, passes raw), so a dataset, the simulator
+and the server feed both policy types alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from robovla.diffusion.config import DiffusionConfig
+from robovla.diffusion.model import DiffusionInputs
+from robovla.errors import RobovlaError
+from robovla.processing import ActionNormalizer, TextTokenizer, resolve_unnorm_key, to_pil_rgb
+
+MAX_LANGUAGE_TOKENS = 48  # an instruction's ids beyond this are dropped (tabletop instructions take ~15)
+
+
+class DiffusionProcessor:
+    def __init__(self, config: DiffusionConfig, tokenizer: TextTokenizer, norm_stats: dict[str, Any]) -> None:
+        if len(tokenizer) > config.vocab_size:
+            raise RobovlaError(f"the tokenizer has {len(tokenizer)} ids, the policy's language embedding "
+                               f"{config.vocab_size}")
+        self.config = config
+        self.tokenizer = tokenizer
+        self.norm_stats = norm_stats
+
+    def _normalizer(self, part: str, unnorm_key: str | None) -> tuple[str, ActionNormalizer]:
+        key = resolve_unnorm_key(self.norm_stats, unnorm_key)
+        if part not in self.norm_stats[key]:
+            raise RobovlaError(f"the statistics of {key!r} have no {part!r}")
+        return key, ActionNormalizer(self.norm_stats[key][part])
+
+    def image(self, image: Any) -> torch.Tensor:
+        """HxWx3 uint8 (or a PIL image) -> [3, S, S] float in [0, 1], resized whole (no crop)."""
+        size = self.config.image_size
+        resized = to_pil_rgb(image).resize((size, size), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+    def language(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids [B, L] and their mask, padded to the longest (at most MAX_LANGUAGE_TOKENS)."""
+        encoded = []
+        for text in instructions:
+            if not isinstance(text, str) or not text.strip():
+                raise RobovlaError("an instruction must be a non-empty string")
+            encoded.append(self.tokenizer.encode(text.strip().lower())[:MAX_LANGUAGE_TOKENS])
+        width = max(len(ids) for ids in encoded)
+        ids = torch.zeros(len(encoded), width, dtype=torch.long)
+        mask = torch.zeros(len(encoded), width, dtype=torch.long)
+        for row, tokens in enumerate(encoded):
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
+        return ids, mask
+
+    def inputs(self, observations: Sequence[Mapping[str, Any]], unnorm_key: str | None = None) -> DiffusionInputs:
+        if not observations:
+            raise RobovlaError("no observations given")
+        for index, observation in enumerate(observations):
+            needed = [*self.config.cameras, "instruction", *(["proprio"] if self.config.state_dim else [])]
+            missing = [key for key in needed if observation.get(key) is None]
+            if missing:
+                raise RobovlaError(f"observation {index} has no {', '.join(map(repr, missing))} (this policy reads "
+                                   f"{', '.join(needed)})")
+        images = {camera: torch.stack([self.image(o[camera]) for o in observations]) for camera in self.config.cameras}
+        ids, mask = self.language([o["instruction"] for o in observations])
+        state = None
+        if self.config.state_dim:
+            key, normalizer = self._normalizer("proprio", unnorm_key)
+            rows = []
+            for o in observations:
+                vector = np.asarray(o["proprio"], dtype=np.float64)
+                if vector.shape != (self.config.state_dim,):
+                    raise RobovlaError(f"proprio has {vector.size} numbers, this policy reads {self.config.state_dim}")
+                rows.append(normalizer.normalize(vector))
+            state = torch.tensor(np.stack(rows), dtype=torch.float32)
+        return DiffusionInputs(images, ids, mask, state)
+
+    def targets(self, actions: np.ndarray, unnorm_key: str | None = None) -> torch.Tensor:
+        """Raw action chunks [B, horizon, action_dim] -> the normalized training targets."""
+        _, normalizer = self._normalizer("action", unnorm_key)
+        return torch.tensor(normalizer.normalize(actions), dtype=torch.float32)
+
+    def actions(self, normalized: torch.Tensor, unnorm_key: str | None = None) -> np.ndarray:
+        """The policy's normalized chunks -> raw actions [B, horizon, action_dim] (float64)."""
+        _, normalizer = self._normalizer("action", unnorm_key)
+        return normalizer.unnormalize(normalized.detach().cpu().double().numpy())
+
+    def save(self, folder: Path) -> None:
+        self.tokenizer.save(Path(folder))
