@@ -91,5 +91,41 @@ class DiffusionProcessor:
         _, normalizer = self._normalizer("action", unnorm_key)
         return normalizer.unnormalize(normalized.detach().cpu().double().numpy())
 
+    # -------------------------------------------------------------------- training (robovla.train.data's protocol)
+    @property
+    def action_chunk(self) -> int:
+        """Future actions per training target: the policy's horizon (the dataset pads past an episode's end)."""
+        return self.config.horizon
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.config.cameras)
+
+    def training_example(self, image: Any, instruction: str, action: np.ndarray, unnorm_key: str | None,
+                         proprio: Any = None, grounding: Any = None) -> dict[str, Any]:
+        """One observation and its [horizon, action_dim] future actions (`grounding` is not used)."""
+        images = image if isinstance(image, Mapping) else {self.config.cameras[0]: image}
+        observation = {**images, "instruction": instruction, "proprio": proprio}
+        inputs = self.inputs([observation], unnorm_key)
+        chunk = np.asarray(action, dtype=np.float64).reshape(-1, self.config.action_dim)
+        if chunk.shape[0] != self.config.horizon:
+            raise RobovlaError(f"a training target has {chunk.shape[0]} actions, this policy predicts "
+                               f"{self.config.horizon}")
+        return {"inputs": inputs, "actions": self.targets(chunk[None], unnorm_key)[0]}
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Examples -> {"inputs": DiffusionInputs, "actions": [B, horizon, action_dim]}; instructions padded."""
+        parts = [e["inputs"] for e in examples]
+        width = max(p.language_ids.shape[1] for p in parts)
+        ids = torch.zeros(len(parts), width, dtype=torch.long)
+        mask = torch.zeros(len(parts), width, dtype=torch.long)
+        for row, p in enumerate(parts):
+            ids[row, : p.language_ids.shape[1]] = p.language_ids[0]
+            mask[row, : p.language_mask.shape[1]] = p.language_mask[0]
+        images = {camera: torch.cat([p.images[camera] for p in parts]) for camera in self.config.cameras}
+        state = torch.cat([p.state for p in parts]) if self.config.state_dim else None
+        return {"inputs": DiffusionInputs(images, ids, mask, state),
+                "actions": torch.stack([e["actions"] for e in examples])}
+
     def save(self, folder: Path) -> None:
         self.tokenizer.save(Path(folder))

@@ -83,6 +83,11 @@ class VLAProcessor:
     def action_chunk(self) -> int:
         return self.recipe.action_chunk
 
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """The images each observation carries, in the recipe's order (what training data must provide)."""
+        return tuple(self.recipe.cameras)
+
     def normalizer(self, unnorm_key: str | None) -> ActionNormalizer:
         return ActionNormalizer.from_norm_stats(self.norm_stats, unnorm_key)
 

@@ -22,7 +22,7 @@ from robovla.train.config import TrainConfig
 class TrainingData:
     datasets: dict[str, Any]  # dataset_name -> StepDataset
     sampler: Any  # robovla.data.MixtureSampler
-    processor: VLAProcessor
+    processor: VLAProcessor  # or any processor with action_chunk, cameras, training_example and collate
     augment: Any | None  # robovla.data.TrainAugment
     seed: int
 
@@ -123,7 +123,7 @@ class TrainingData:
     def batch(self, samples: list[tuple[str, int]], step: int, offset: int) -> dict[str, torch.Tensor]:
         """Model inputs for `samples`, which sit at `offset` in the global batch of `step`."""
         examples = []
-        cameras = self.processor.recipe.cameras
+        cameras = self.processor.cameras
         for position, (name, index) in enumerate(samples, start=offset):
             item = self.datasets[name][index]
             images = {}
