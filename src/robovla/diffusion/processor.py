@@ -17,7 +17,7 @@ from PIL import Image
 from robovla.diffusion.config import DiffusionConfig
 from robovla.diffusion.model import DiffusionInputs
 from robovla.errors import RobovlaError
-from robovla.processing import ActionNormalizer, TextTokenizer, resolve_unnorm_key, to_pil_rgb
+from robovla.processing import ActionNormalizer, TextTokenizer, to_pil_rgb, vector_normalizer
 
 MAX_LANGUAGE_TOKENS = 48  # an instruction's ids beyond this are dropped (tabletop instructions take ~15)
 
@@ -30,12 +30,6 @@ class DiffusionProcessor:
         self.config = config
         self.tokenizer = tokenizer
         self.norm_stats = norm_stats
-
-    def _normalizer(self, part: str, unnorm_key: str | None) -> tuple[str, ActionNormalizer]:
-        key = resolve_unnorm_key(self.norm_stats, unnorm_key)
-        if part not in self.norm_stats[key]:
-            raise RobovlaError(f"the statistics of {key!r} have no {part!r}")
-        return key, ActionNormalizer(self.norm_stats[key][part])
 
     def image(self, image: Any) -> torch.Tensor:
         """HxWx3 uint8 (or a PIL image) -> [3, S, S] float in [0, 1], resized whole (no crop)."""
@@ -61,8 +55,8 @@ class DiffusionProcessor:
     def inputs(self, observations: Sequence[Mapping[str, Any]], unnorm_key: str | None = None) -> DiffusionInputs:
         if not observations:
             raise RobovlaError("no observations given")
+        needed = [*self.config.cameras, "instruction", *(["proprio"] if self.config.state_dim else [])]
         for index, observation in enumerate(observations):
-            needed = [*self.config.cameras, "instruction", *(["proprio"] if self.config.state_dim else [])]
             missing = [key for key in needed if observation.get(key) is None]
             if missing:
                 raise RobovlaError(f"observation {index} has no {', '.join(map(repr, missing))} (this policy reads "
@@ -71,7 +65,7 @@ class DiffusionProcessor:
         ids, mask = self.language([o["instruction"] for o in observations])
         state = None
         if self.config.state_dim:
-            key, normalizer = self._normalizer("proprio", unnorm_key)
+            _, normalizer = vector_normalizer(self.norm_stats, "proprio", unnorm_key)
             rows = []
             for o in observations:
                 vector = np.asarray(o["proprio"], dtype=np.float64)
@@ -83,12 +77,12 @@ class DiffusionProcessor:
 
     def targets(self, actions: np.ndarray, unnorm_key: str | None = None) -> torch.Tensor:
         """Raw action chunks [B, horizon, action_dim] -> the normalized training targets."""
-        _, normalizer = self._normalizer("action", unnorm_key)
+        normalizer = ActionNormalizer.from_norm_stats(self.norm_stats, unnorm_key)
         return torch.tensor(normalizer.normalize(actions), dtype=torch.float32)
 
     def actions(self, normalized: torch.Tensor, unnorm_key: str | None = None) -> np.ndarray:
         """The policy's normalized chunks -> raw actions [B, horizon, action_dim] (float64)."""
-        _, normalizer = self._normalizer("action", unnorm_key)
+        normalizer = ActionNormalizer.from_norm_stats(self.norm_stats, unnorm_key)
         return normalizer.unnormalize(normalized.detach().cpu().double().numpy())
 
     # -------------------------------------------------------------------- training (robovla.train.data's protocol)

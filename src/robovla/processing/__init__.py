@@ -7,7 +7,7 @@
 - `prediction`: `ActionPrediction`, what generated ids decode to
 """
 
-from robovla.processing.actions import ActionNormalizer, ActionTokenizer, resolve_unnorm_key
+from robovla.processing.actions import ActionNormalizer, ActionTokenizer, resolve_unnorm_key, vector_normalizer
 from robovla.processing.images import ImageProcessorConfig, ImageTransform, load_image_file, to_pil_rgb
 from robovla.processing.prediction import ActionPrediction
 from robovla.processing.processor import IGNORE_INDEX, ModelInputs, PromptBatch, VLAProcessor
@@ -29,4 +29,5 @@ __all__ = [
     "load_image_file",
     "resolve_unnorm_key",
     "to_pil_rgb",
+    "vector_normalizer",
 ]

@@ -58,6 +58,18 @@ class ActionNormalizer:
         return np.where(self.mask, raw, normalized)
 
 
+def vector_normalizer(norm_stats: dict[str, Any] | None, field: str, unnorm_key: str | None
+                      ) -> tuple[str, ActionNormalizer]:
+    """The q01/q99 normaliser of a non-action vector (`proprio`, `grounding`) of one dataset."""
+    key = resolve_unnorm_key(norm_stats, unnorm_key)
+    stats = norm_stats[key].get(field)
+    if not stats:
+        raise RobovlaError(f"norm_stats[{key!r}] has no {field} statistics, but this model reads or predicts {field}")
+    # a dim that never varies in the data (a fixed tilt) passes raw instead of dividing by ~0
+    spread = np.asarray(stats["q99"], dtype=np.float64) - np.asarray(stats["q01"], dtype=np.float64)
+    return key, ActionNormalizer({"q01": stats["q01"], "q99": stats["q99"], "mask": (spread > 1e-6).tolist()})
+
+
 class ActionTokenizer:
     """Uniform bins on [-1, 1]. Token t decodes to bin centre k = clip(V - t - 1, 0, n_bins - 2).
 

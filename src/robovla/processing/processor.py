@@ -14,7 +14,7 @@ import torch
 
 from robovla.config import Recipe, VLAConfig
 from robovla.errors import RobovlaError
-from robovla.processing.actions import ActionNormalizer, ActionTokenizer, resolve_unnorm_key
+from robovla.processing.actions import ActionNormalizer, ActionTokenizer, vector_normalizer
 from robovla.processing.images import ImageProcessorConfig, ImageTransform
 from robovla.processing.prediction import ActionPrediction
 from robovla.processing.text import TextTokenizer, build_prompt
@@ -92,16 +92,7 @@ class VLAProcessor:
         return ActionNormalizer.from_norm_stats(self.norm_stats, unnorm_key)
 
     def _vector_normalizer(self, field: str, unnorm_key: str | None) -> tuple[str, ActionNormalizer]:
-        """The q01/q99 normaliser of a non-action vector (`proprio`, `grounding`) of one dataset."""
-        key = resolve_unnorm_key(self.norm_stats, unnorm_key)
-        stats = self.norm_stats[key].get(field)
-        if not stats:
-            raise RobovlaError(
-                f"norm_stats[{key!r}] has no {field} statistics, but this model reads or predicts {field}"
-            )
-        # a dim that never varies in the data (a fixed tilt) passes raw instead of dividing by ~0
-        spread = np.asarray(stats["q99"], dtype=np.float64) - np.asarray(stats["q01"], dtype=np.float64)
-        return key, ActionNormalizer({"q01": stats["q01"], "q99": stats["q99"], "mask": (spread > 1e-6).tolist()})
+        return vector_normalizer(self.norm_stats, field, unnorm_key)
 
     def _vector_ids(self, field: str, values: Any, unnorm_key: str | None) -> list[int]:
         key, normalizer = self._vector_normalizer(field, unnorm_key)
