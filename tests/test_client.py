@@ -63,7 +63,7 @@ def test_codecs_match_json_numpy_and_openpi():
 @pytest.fixture(scope="module")
 def server(tiny_vla):
     config = ServerConfig(api_key="robot-key", max_queue=8)
-    with BackgroundServer(create_app(tiny_vla, config, "tiny-openvla"), config) as running:
+    with BackgroundServer(create_app(tiny_vla, config, "tiny-openvla")) as running:
         yield running
 
 

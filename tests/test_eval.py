@@ -249,7 +249,7 @@ def test_eval_through_the_server_equals_in_process(protocol):
     settings = EvalSettings(episodes=4, num_envs=4 if protocol == "rest" else 1, progress=False)
     local = evaluate(CheckpointPolicy(model, SHIPPED), settings)
     config = ServerConfig(max_wait_ms=0.0, restrict_to_actions=True)
-    with BackgroundServer(create_app(model, config, "tabletop-fine"), config) as server:
+    with BackgroundServer(create_app(model, config, "tabletop-fine")) as server:
         url = server.url if protocol == "rest" else f"ws://{server.host}:{server.port}"
         served = evaluate(ServerPolicy(url), settings)
     assert served["policy"]["protocol"] == protocol and served["policy"]["action_chunk"] == 4

@@ -265,7 +265,7 @@ def test_the_server_answers_with_the_whole_chunk_over_both_protocols():
     one = observation(11)
     expected = Policy(model, "tabletop_default").predict(one).actions[0]
     config = ServerConfig(max_wait_ms=0.0)
-    with BackgroundServer(create_app(model, config, "parallel"), config) as server:
+    with BackgroundServer(create_app(model, config, "parallel")) as server:
         rest = PolicyClient(server.url)
         wrist = {"wrist_image": one["wrist_image"]}
         np.testing.assert_allclose(rest.act_chunk(one["image"], one["instruction"], proprio=one["proprio"],

@@ -87,7 +87,7 @@ def test_server_requires_and_uses_the_state(model):
     import json_numpy
 
     config = ServerConfig(max_wait_ms=1.0)
-    with BackgroundServer(create_app(model, config, "tiny-proprio"), config) as server:
+    with BackgroundServer(create_app(model, config, "tiny-proprio")) as server:
         assert httpx.get(f"{server.url}/metadata", timeout=30).json()["proprio_required"] is True
         body = {"image": picture(5), "instruction": "push the cube"}
         missing = httpx.post(f"{server.url}/act", content=json_numpy.dumps(body), timeout=60)

@@ -26,7 +26,7 @@ def image(seed: int, height: int = 24, width: int = 32) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(tiny_vla):
-    with BackgroundServer(create_app(tiny_vla, CONFIG, "tiny-openvla"), CONFIG) as running:
+    with BackgroundServer(create_app(tiny_vla, CONFIG, "tiny-openvla")) as running:
         yield running
 
 
@@ -233,7 +233,7 @@ def test_client_disconnects_mid_request(server, tiny_vla):
 # ---------------------------------------------------------------------------------------------- API key
 def test_api_key(tiny_vla, monkeypatch):
     config = ServerConfig(api_key="s3cret")
-    with BackgroundServer(create_app(tiny_vla, config), config) as keyed:
+    with BackgroundServer(create_app(tiny_vla, config)) as keyed:
         url = keyed.url + "/act"
         body = json_numpy.dumps(GOOD)
         assert_error(httpx.post(url, content=body), 401, "api_key", "API key")
@@ -324,7 +324,7 @@ def test_an_instruction_longer_than_the_context_is_refused_before_the_model(tiny
     calls = []
     prefill = tiny_vla.prefill
     monkeypatch.setattr(tiny_vla, "prefill", lambda *a, **k: calls.append(1) or prefill(*a, **k))
-    with BackgroundServer(create_app(tiny_vla, CONFIG, "tiny"), CONFIG) as running:
+    with BackgroundServer(create_app(tiny_vla, CONFIG, "tiny")) as running:
         limit = httpx.get(running.url + "/metadata").json()["max_prompt_tokens"]
         assert limit == 2048 - tiny_vla.vision_backbone.num_patches - 7  # context - patches - the action's ids
         url = running.url + "/act"

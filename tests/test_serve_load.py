@@ -47,7 +47,7 @@ def test_200_requests_from_16_clients(tiny_vla):
     requests = [observation(i) for i in range(200)]
     expected = expected_actions(tiny_vla, requests)
     config = ServerConfig(max_batch_size=16, max_wait_ms=5.0, max_queue=256)
-    with BackgroundServer(create_app(tiny_vla, config), config) as server:
+    with BackgroundServer(create_app(tiny_vla, config)) as server:
         def client(worker: int) -> list[tuple[int, int, np.ndarray]]:
             answers = []
             with httpx.Client(base_url=server.url, timeout=120) as http:
@@ -74,7 +74,7 @@ def test_200_requests_from_16_clients(tiny_vla):
 
 def test_full_queue_is_503_with_retry_after(tiny_vla):
     config = ServerConfig(max_batch_size=1, max_wait_ms=0.0, max_queue=1, retry_after_s=2)
-    with BackgroundServer(create_app(tiny_vla, config), config) as server:
+    with BackgroundServer(create_app(tiny_vla, config)) as server:
         two = {"observations": [observation(0), observation(1)]}  # more than the queue holds, at once
         refused = httpx.post(server.url + "/act/batch", content=json_numpy.dumps(two))
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"

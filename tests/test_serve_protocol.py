@@ -40,7 +40,7 @@ def test_clients_drive_a_model_that_reads_the_robot_state(proprio_chunk_model, r
     image, state = observation(1)
     decoding = robovla.Decoding(restrict_to_actions=restrict)
     expected = model.predict([image], ["put the red cube in the bowl"], proprio=[state], decoding=decoding).actions[0]
-    with BackgroundServer(create_app(model, config, "stateful"), config) as server:
+    with BackgroundServer(create_app(model, config, "stateful")) as server:
         rest = PolicyClient(server.url)
         assert np.array_equal(rest.act_chunk(image, "put the red cube in the bowl", proprio=state), expected)
         assert np.array_equal(rest.act(image, "put the red cube in the bowl", proprio=state), expected[0])
@@ -66,7 +66,7 @@ def test_a_missing_state_is_refused_naming_the_field(proprio_chunk_model):
 
     config = ServerConfig(max_wait_ms=0.0)
     image, _ = observation(3)
-    with BackgroundServer(create_app(proprio_chunk_model, config, "stateful"), config) as server:
+    with BackgroundServer(create_app(proprio_chunk_model, config, "stateful")) as server:
         with pytest.raises(PolicyServerError) as refused:
             PolicyClient(server.url).act(image, "push the cube")
     assert refused.value.status == 400 and refused.value.field == "proprio"
@@ -75,7 +75,7 @@ def test_a_missing_state_is_refused_naming_the_field(proprio_chunk_model):
 def test_a_plain_model_still_answers_with_its_vector(tiny_vla):
     config = ServerConfig(max_wait_ms=0.0)
     image = np.random.default_rng(4).integers(0, 256, (40, 30, 3), dtype=np.uint8)
-    with BackgroundServer(create_app(tiny_vla, config, "tiny"), config) as server:
+    with BackgroundServer(create_app(tiny_vla, config, "tiny")) as server:
         client = PolicyClient(server.url)
         raw = client._request("/act", {"image": image, "instruction": "lift the cup", "unnorm_key": "bridge_orig"})
         assert np.asarray(raw).shape == (7,)  # the reference's reply, unchanged
@@ -102,7 +102,7 @@ def test_action_tokens_only_flag_reaches_the_model(monkeypatch, flags, restrict)
 
     monkeypatch.setattr(model, "decode", spy)
     image = np.random.default_rng(5).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    with BackgroundServer(app, config) as server:
+    with BackgroundServer(app) as server:
         client = PolicyClient(server.url)
         action = client.act(image, "lift the cup", "bridge_orig")
         assert client.metadata()["restrict_to_actions"] is restrict

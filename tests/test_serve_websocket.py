@@ -67,7 +67,7 @@ def image(seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def server(tiny_vla):
     config = ServerConfig(max_wait_ms=1.0)
-    with BackgroundServer(create_app(tiny_vla, config, "tiny-openvla"), config) as running:
+    with BackgroundServer(create_app(tiny_vla, config, "tiny-openvla")) as running:
         yield running
 
 
@@ -124,7 +124,7 @@ def test_client_disconnects_mid_request(server, tiny_vla):
 
 def test_websocket_api_key(tiny_vla):
     config = ServerConfig(api_key="k3y")
-    with BackgroundServer(create_app(tiny_vla, config), config) as keyed:
+    with BackgroundServer(create_app(tiny_vla, config)) as keyed:
         with pytest.raises(InvalidStatus) as refused:
             OpenpiStyleClient(ws_uri(keyed))
         assert refused.value.response.status_code == 401
@@ -145,7 +145,7 @@ def test_a_chunking_model_sends_its_whole_chunk_over_both_protocols():
     stats = {"sim": {"action": {"q01": [-1.0] * 6 + [0.0], "q99": [1.0] * 6 + [1.0], "mask": [True] * 6 + [False]}}}
     model = robovla.build_model(config, norm_stats=stats, seed=4)
     server_config = ServerConfig(max_wait_ms=1.0)
-    with BackgroundServer(create_app(model, server_config, "chunky"), server_config) as running:
+    with BackgroundServer(create_app(model, server_config, "chunky")) as running:
         client = OpenpiStyleClient(ws_uri(running))
         assert client.metadata["action_horizon"] == 3
         reply = client.infer({"image": image(8), "prompt": "pick"})

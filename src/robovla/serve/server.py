@@ -11,22 +11,22 @@ import uvicorn
 from robovla.serve.config import ServerConfig
 
 
-def _uvicorn_config(app: Any, host: str, port: int, config: ServerConfig, log_level: str) -> uvicorn.Config:
-    # our middleware logs one line per request, so uvicorn's access log is off
+def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
+    # our middleware logs one line per request, so uvicorn's access log is off; a websocket message may be as
+    # large as a request body (the app's limit, which fits one observation of its model)
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
                           ws_max_size=app.state.service.body_limit, timeout_graceful_shutdown=5)
 
 
 def serve_forever(app: Any, config: ServerConfig, log_level: str = "info") -> None:
-    uvicorn.Server(_uvicorn_config(app, config.host, config.port, config, log_level)).run()
+    uvicorn.Server(_uvicorn_config(app, config.host, config.port, log_level)).run()
 
 
 class BackgroundServer:
     """`with BackgroundServer(app) as server: server.url` serves on a free loopback port until the block ends."""
 
-    def __init__(self, app: Any, config: ServerConfig | None = None, host: str = "127.0.0.1", port: int = 0,
-                 start_timeout_s: float = 30.0) -> None:
-        self._server = uvicorn.Server(_uvicorn_config(app, host, port, config or ServerConfig(), "warning"))
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 30.0) -> None:
+        self._server = uvicorn.Server(_uvicorn_config(app, host, port, "warning"))
         self._thread = threading.Thread(target=self._server.run, name="robovla-server", daemon=True)
         self._start_timeout_s = start_timeout_s
         self.host = host
