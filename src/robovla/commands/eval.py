@@ -89,6 +89,10 @@ def build_policy(args: argparse.Namespace):
         return policies.ExpertPolicy() if kind == "expert" else policies.RandomPolicy()
     if not args.checkpoint:
         raise RobovlaError("--policy checkpoint needs --checkpoint CKPT")
+    from robovla.diffusion.runner import is_diffusion_checkpoint
+
+    if is_diffusion_checkpoint(args.checkpoint):
+        return _diffusion_policy(args)
     import robovla
 
     model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype)
@@ -104,6 +108,22 @@ def build_policy(args: argparse.Namespace):
     grounding = "given" if args.sim_grounding else "tokens" if args.no_pointer else None
     return policies.CheckpointPolicy(model, args.checkpoint, args.unnorm_key, not args.full_vocabulary,
                                      args.execute, args.ensemble, grounding, {"dtype": args.dtype})
+
+
+def _diffusion_policy(args: argparse.Namespace):
+    """A Diffusion Policy checkpoint; the VLA's decoding options mean nothing to it and are refused."""
+    from robovla.diffusion.runner import DiffusionRunner
+    from robovla.errors import RobovlaError
+    from robovla.eval import policies
+
+    vla_only = [flag for flag, given in (("--ensemble", args.ensemble is not None), ("--selection", args.selection),
+                                         ("--sim-grounding", args.sim_grounding), ("--no-pointer", args.no_pointer),
+                                         ("--full-vocabulary", args.full_vocabulary), ("--compile", args.compile),
+                                         ("--dtype", args.dtype != "float32")) if given]
+    if vla_only:
+        raise RobovlaError(f"{', '.join(vla_only)}: VLA options, but {args.checkpoint} holds a Diffusion Policy")
+    runner = DiffusionRunner.from_pretrained(args.checkpoint, args.unnorm_key)
+    return policies.DiffusionCheckpointPolicy(runner, args.checkpoint, args.execute)
 
 
 def resumed_arguments(args: argparse.Namespace, parser_argv: list[str]) -> list[str]:

@@ -83,3 +83,21 @@ class DiffusionConfig:
             raise RobovlaError(f"diffusion config: unknown fields {', '.join(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**values)
+
+
+PRESETS: dict[str, DiffusionConfig] = {
+    # Diffusion Policy's CNN defaults (about 76M parameters with one camera)
+    "diffusion": DiffusionConfig(),
+    # the same design at the size of the tabletop VLA presets (about 6M): 2 CPU cores train it at ~4 steps/s
+    "diffusion-cpu": DiffusionConfig(resnet_layers=(1, 1, 1, 1), resnet_width=32, down_dims=(64, 128, 256),
+                                     timestep_dim=64),
+}
+
+
+def diffusion_preset(name: str, **changes: Any) -> DiffusionConfig:
+    """A named configuration with `changes` (cameras, state_dim, action_dim, vocab_size, ...) applied."""
+    from dataclasses import replace
+
+    if name not in PRESETS:
+        raise RobovlaError(f"unknown Diffusion Policy preset {name!r}; valid: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **changes)

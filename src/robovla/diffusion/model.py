@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -97,19 +97,22 @@ class DiffusionPolicy(nn.Module):
         return actions.clamp(-1.0, 1.0)
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def save(self, path: str | Path) -> Path:
-        """config.json (the recipe, `policy_type: diffusion`), model.safetensors, dataset_statistics.json; the
-        folder appears whole or not at all."""
+    def save(self, path: str | Path, state: dict[str, torch.Tensor] | None = None,
+             write_extra: Callable[[Path], None] | None = None) -> Path:
+        """config.json (the recipe, `policy_type: diffusion`), model.safetensors (`state`, default these weights),
+        dataset_statistics.json, and whatever `write_extra(folder)` adds; the folder appears whole or not at all."""
         from safetensors.torch import save_file
 
         from robovla.files import write_folder_atomic
 
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        weights = {k: v.detach().to("cpu").contiguous() for k, v in (state or self.state_dict()).items()}
 
         def fill(folder: Path) -> None:
             (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
+            save_file(weights, str(folder / WEIGHTS), metadata={"format": "pt"})
             (folder / STATS).write_text(json.dumps(self.norm_stats, indent=2) + "\n")
+            if write_extra is not None:
+                write_extra(folder)
 
         return write_folder_atomic(path, fill)
 

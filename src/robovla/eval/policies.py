@@ -2,7 +2,7 @@
 
 Each is an `EvalPolicy`: it says what it needs of the simulator (image size), checks that a suite's embodiment
 gives it that (an error names both sides), describes itself for results.json, and makes a fresh `Actor` for
-each batch of episodes. Baselines (Diffusion Policy, ...) plug in here with the same four methods.
+each batch of episodes. Baselines plug in here with the same four methods (Diffusion Policy does).
 """
 
 from __future__ import annotations
@@ -179,6 +179,62 @@ class CheckpointPolicy(EvalPolicy):
         from robovla.grounding import grounding_source
 
         grounding_source(self.model, self.grounding)  # an unknown or impossible source fails before any episode
+
+
+class DiffusionCheckpointPolicy(EvalPolicy):
+    """A Diffusion Policy checkpoint in this process: each plan's first `n_action_steps` actions run before the
+    env asks again (`execute` overrides how many). Each batch of episodes draws its noise from a generator seeded
+    with `seed`, so a batch reruns identically; the noise a row gets depends on the batch it shares."""
+
+    kind = "checkpoint"
+
+    def __init__(self, runner: Any, checkpoint: str | Path | None = None, execute: int | None = None) -> None:
+        if execute is not None and not 1 <= execute <= runner.action_chunk:
+            raise RobovlaError(f"--execute {execute}: this Diffusion Policy answers {runner.action_chunk} actions "
+                               "per call")
+        self.runner = runner
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.execute = execute
+        self.image_size = runner.image_size
+        self.wrist_camera = "wrist_image" in runner.cameras
+        self._description: dict[str, Any] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        if self._description is None:
+            from robovla.files import folder_sha256
+
+            config = self.runner.config
+            self._description = {
+                "kind": self.kind, "policy_type": "diffusion",
+                "name": self.checkpoint.name if self.checkpoint else "in-memory",
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "checkpoint_sha256": folder_sha256(self.checkpoint) if self.checkpoint else None,
+                "parameters": sum(p.numel() for p in self.runner.policy.parameters()),
+                "unnorm_key": self.runner.unnorm_key, "horizon": config.horizon,
+                "action_chunk": config.n_action_steps, "execute": self.execute,
+                "inference_steps": config.inference_steps, "seed": self.runner.seed,
+            }
+        return self._description
+
+    def check(self, embodiment: str) -> None:
+        key = _dataset_key(self.runner.unnorm_key, embodiment)
+        _check_fit(f"checkpoint {self.describe()['name']!r}", sorted(self.runner.norm_stats), key, embodiment,
+                   self.runner.action_dim(), self.runner.proprio_dim())
+
+    def actor(self, embodiment: str) -> Actor:
+        import torch
+
+        from robovla.robots import tabletop_robot
+
+        key, robot = _dataset_key(self.runner.unnorm_key, embodiment), tabletop_robot(embodiment)
+        generator = torch.Generator().manual_seed(self.runner.seed)
+
+        def predict(envs: Envs, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
+            observations = [robot.policy_observation({name: value[k] for name, value in obs.items()},
+                                                     envs.instructions[k]) for k in ask]
+            return self.runner.predict(observations, key, generator).actions
+
+        return chunk_actor(predict, self.execute)
 
 
 class ServerPolicy(EvalPolicy):

@@ -17,6 +17,10 @@ from typing import Any
 
 from robovla.errors import RobovlaError
 
+POLICIES = ("vla", "diffusion")
+DEFAULT_PRESETS = {"vla": "tabletop-cpu", "diffusion": "diffusion-cpu"}
+# recipe options that only a VLA has
+VLA_ONLY = ("grounding", "action_chunk", "decoding", "action_head", "state_tokens")
 STRATEGIES = ("full", "frozen-vision", "sandwich", "last-layer", "lora", "qlora")
 SCHEDULES = ("constant", "warmup-cosine")
 PRECISIONS = ("bf16", "fp32")
@@ -30,7 +34,11 @@ RESUMABLE_CHANGES = frozenset({"resume", "log_every", "tensorboard", "wandb", "w
 @dataclass
 class TrainConfig:
     # --- model
-    preset: str | None = field(default="tabletop-cpu", metadata={"help": "preset to train from scratch"})
+    policy: str = field(default="vla", metadata={
+        "help": "vla (an OpenVLA-layout model) or diffusion (Diffusion Policy, the paper's baseline: reads the "
+                "cameras and state, predicts 16 actions, executes 8)"})
+    preset: str | None = field(default=None, metadata={
+        "help": "preset to train from scratch (unset: tabletop-cpu; diffusion-cpu with --policy diffusion)"})
     checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder to fine-tune (overrides preset)"})
     proprio: bool | None = field(default=None, metadata={
         "help": "read the robot state as prompt tokens (unset: as the preset or checkpoint says; --proprio adds "
@@ -96,7 +104,7 @@ class TrainConfig:
     distributed: str = field(default="auto", metadata={"help": "auto (ddp under torchrun), none, ddp or fsdp"})
 
     def __post_init__(self) -> None:
-        for name, allowed in (("strategy", STRATEGIES), ("schedule", SCHEDULES), ("precision", PRECISIONS),
+        for name, allowed in (("policy", POLICIES), ("strategy", STRATEGIES), ("schedule", SCHEDULES), ("precision", PRECISIONS),
                               ("distributed", DISTRIBUTED), ("lora_init", LORA_INITS)):
             if getattr(self, name) not in allowed:
                 raise RobovlaError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(allowed)}")
@@ -113,8 +121,17 @@ class TrainConfig:
             raise RobovlaError(
                 f"batch_size {self.batch_size} is not divisible by grad_accumulation {self.grad_accumulation}"
             )
-        if self.preset is None and self.checkpoint is None:
-            raise RobovlaError("give a --preset to train from scratch or a --checkpoint to fine-tune")
+        if self.checkpoint is None:
+            self.preset = self.preset or DEFAULT_PRESETS[self.policy]
+        if self.policy == "diffusion":
+            given = [name for name in VLA_ONLY if getattr(self, name) is not None]
+            if given:
+                flags = ", ".join("--" + name.replace("_", "-") for name in given)
+                raise RobovlaError(f"{flags}: VLA recipe options; a Diffusion Policy's horizon and denoiser come "
+                                   "from its preset")
+            if self.strategy != "full":
+                raise RobovlaError(f"--strategy {self.strategy}: a Diffusion Policy trains all its weights (it has "
+                                   "no pretrained part to freeze); use --strategy full")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -64,6 +64,23 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
+def check_resume(config: TrainConfig) -> Path | None:
+    """The checkpoint a run continues from (None: a fresh run); refuses a fresh run into a folder that holds
+    checkpoints, and a resumption whose options differ from the saved ones (listing each)."""
+    out = Path(config.out)
+    latest = latest_checkpoint(out)
+    if not config.resume:
+        if latest is not None:
+            raise RobovlaError(f"{out} already holds checkpoints: pass --resume, or choose another --out")
+        return None
+    if latest is None:
+        raise RobovlaError(f"--resume: no checkpoint found under {out / 'checkpoints'}")
+    saved = TrainConfig.from_dict(json.loads((latest / TRAINING_CONFIG_FILE).read_text()))
+    differing = saved.differences(config)
+    if differing:
+        details = ", ".join(f"{k} ({getattr(saved, k)!r} -> {getattr(config, k)!r})" for k in differing)
+        raise RobovlaError(f"--resume with a different configuration: {details}")
+    return latest
 
 
 def build_base_model(config: TrainConfig, device: torch.device) -> robovla.VLA:
@@ -111,7 +128,7 @@ class Trainer:
         self.config = config
         self.dist = Distributed.from_env(config.distributed)
         self.out = Path(config.out)
-        self.resume_from = self._check_resume()
+        self.resume_from = check_resume(config)
         torch.manual_seed(config.seed)
         base = build_base_model(config, self.dist.device)
         self.data = TrainingData.open(config, base.processor)
@@ -142,21 +159,6 @@ class Trainer:
             self.step = load_training_state(self.resume_from, self.model, self.optimizer, self.scheduler,
                                             self.data.sampler)
         self.logger = MetricsLogger(self.out, config, enabled=self.dist.is_main)
-
-    def _check_resume(self) -> Path | None:
-        latest = latest_checkpoint(self.out)
-        if not self.config.resume:
-            if latest is not None:
-                raise RobovlaError(f"{self.out} already holds checkpoints: pass --resume, or choose another --out")
-            return None
-        if latest is None:
-            raise RobovlaError(f"--resume: no checkpoint found under {self.out / 'checkpoints'}")
-        saved = TrainConfig.from_dict(json.loads((latest / TRAINING_CONFIG_FILE).read_text()))
-        differing = saved.differences(self.config)
-        if differing:
-            details = ", ".join(f"{k} ({getattr(saved, k)!r} -> {getattr(self.config, k)!r})" for k in differing)
-            raise RobovlaError(f"--resume with a different configuration: {details}")
-        return latest
 
     # -------------------------------------------------------------------------------------------- one step
     def train_step(self) -> dict[str, float]:
@@ -339,6 +341,10 @@ def _to(value: Any, device: torch.device) -> Any:
 
 def train(config: TrainConfig) -> TrainSummary:
     """Run one training job (single process, or one rank of a torchrun job)."""
+    if config.policy == "diffusion":
+        from robovla.diffusion.training import train_diffusion
+
+        return train_diffusion(config)
     trainer = Trainer(config)
     try:
         return trainer.run()
