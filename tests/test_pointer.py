@@ -46,7 +46,7 @@ def test_table_points_reproject_to_their_cells_through_mujocos_camera():
     pytest.importorskip("mujoco")
     from robovla.sim import make_env
 
-    for name in ("default", "sideview"):
+    for name in ("default", "sideview", "lab2"):
         env = make_env("tabletop-train", embodiment=name, image_size=64)
         env.reset(seed=0)
         model, data = env._model, env._data

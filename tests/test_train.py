@@ -324,3 +324,20 @@ def test_grounding_loss_weight_counts_each_grounding_token_that_many_times(tmp_p
     assert trainer._weighted_loss(out, rows=4) is out.loss
     with pytest.raises(RobovlaError, match="grounding_loss_weight must be > 0"):
         config(labelled, tmp_path / "bad", grounding_loss_weight=0.0)
+
+
+def test_max_episodes_keeps_the_first_demonstrations_and_refuses_too_few(dataset, tmp_path):
+    """Data-efficiency studies: the first N episodes of a folder, each smaller set inside the larger, with the
+    statistics of what is kept; asking for more than the folder has names both numbers."""
+    from robovla.train.data import TrainingData
+
+    processor = robovla.build_model("tabletop-cpu", seed=0).processor
+    full = TrainingData.open(TrainConfig(datasets=[str(dataset)], out=str(tmp_path)), processor)
+    two = TrainingData.open(TrainConfig(datasets=[str(dataset)], out=str(tmp_path), max_episodes=2), processor)
+    (subset,), (whole,) = two.datasets.values(), full.datasets.values()
+    assert subset.num_episodes == 2 and len(subset) == 16 and whole.num_episodes == 6
+    np.testing.assert_array_equal(subset.actions, whole.actions[:16])
+    assert subset[3]["instruction"] == whole[3]["instruction"]
+    assert two.statistics()["synthetic"]["num_trajectories"] == 2
+    with pytest.raises(robovla.RobovlaError, match=r"has 6 demonstrations, fewer than the 7 requested"):
+        TrainingData.open(TrainConfig(datasets=[str(dataset)], out=str(tmp_path), max_episodes=7), processor)

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=50, help="successful episodes to keep")
     parser.add_argument("--out", required=True, help="dataset folder to write (replaced atomically)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--embodiment", default="default", help="embodiment variant: default | sideview")
+    parser.add_argument("--embodiment", default="default", help="embodiment variant: default | sideview | lab2 (the fine-tuning setup)")
     parser.add_argument("--task", default=None, help="restrict to one task family")
     parser.add_argument("--image-size", type=int, default=128, help="square image size in pixels")
     parser.add_argument("--wrist-camera", action="store_true", help="also record the wrist camera")

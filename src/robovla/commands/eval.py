@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     what = parser.add_argument_group("what to run")
     what.add_argument("--suite", action="append", default=None,
-                      help="tabletop suite, repeatable, or 'all' (default: tabletop-train); "
+                      help="tabletop suite, repeatable, or 'all' (the five generalization suites; default: tabletop-train); "
                            "SUITE:paraphrase rewrites that suite's instructions")
     what.add_argument("--instructions", choices=["suite", "paraphrase"], default="suite",
                       help="'paraphrase': every instruction rewritten with templates no training data uses")

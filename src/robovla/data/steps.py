@@ -8,6 +8,8 @@ Each item: `image` (uint8 HxWx3), optional `wrist_image`, `instruction`, `propri
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from torch.utils.data import Dataset
 
@@ -115,3 +117,35 @@ class PooledSteps(Dataset):
         if self.grounding is None:
             item.pop("grounding", None)
         return item
+
+
+class FirstEpisodes(Dataset):
+    """The steps of a dataset's first `count` episodes (in episode order): data-efficiency studies train on 10,
+    50 or 150 demonstrations of one collection, each set inside the next, with statistics of what they keep."""
+
+    def __init__(self, dataset: Any, count: int, where: str = "") -> None:
+        from robovla.errors import RobovlaError
+
+        episodes = np.unique(dataset.episode_index)
+        if count > len(episodes):
+            raise RobovlaError(f"dataset {where or dataset.dataset_name} has {len(episodes)} demonstrations, fewer "
+                               f"than the {count} requested")
+        self.indices = np.flatnonzero(np.isin(dataset.episode_index, episodes[:count]))
+        self.dataset = dataset
+        self.dataset_name = dataset.dataset_name
+        self.episode_index = dataset.episode_index[self.indices]
+        self.actions = dataset.actions[self.indices]
+        self.proprio = dataset.proprio[self.indices]
+        self.grounding = None if dataset.grounding is None else dataset.grounding[self.indices]
+
+    @property
+    def num_episodes(self) -> int:
+        return int(len(np.unique(self.episode_index)))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.dataset[int(self.indices[int(i)])]

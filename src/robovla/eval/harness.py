@@ -84,12 +84,12 @@ def split_condition(condition: str) -> tuple[str, str]:
 
 
 def expand_conditions(suites: list[str], instructions: str = "suite") -> tuple[str, ...]:
-    """CLI suites ("all" = every suite) -> conditions; `instructions="paraphrase"` applies to each of them."""
-    from robovla.sim import list_suites
+    """CLI suites ("all" = the five generalization suites) -> conditions; `instructions="paraphrase"` applies to each of them."""
+    from robovla.sim.variations import BENCHMARK_SUITES
 
     if instructions not in ("suite", PARAPHRASE):
         raise RobovlaError(f"unknown instruction set {instructions!r}; valid: suite, {PARAPHRASE}")
-    names = [name for suite in suites for name in (list_suites() if suite == "all" else [suite])]
+    names = [name for suite in suites for name in (BENCHMARK_SUITES if suite == "all" else [suite])]
     conditions = []
     for name in names:
         condition = f"{name}:{PARAPHRASE}" if instructions == PARAPHRASE and ":" not in name else name

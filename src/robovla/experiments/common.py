@@ -64,15 +64,15 @@ class StageLog:
 
 
 def collect_demonstrations(out: Path, episodes: int, seed: int, wrist_camera: bool, suite: str = "tabletop-train",
-                           noise: float = 0.3, workers: int = 2) -> dict[str, Any]:
+                           noise: float = 0.3, workers: int = 2, embodiment: str = "default") -> dict[str, Any]:
     """Scripted-expert demonstrations as a LeRobot dataset (the folder appears only when complete)."""
     from robovla.data.collection import CollectConfig, collect
 
     if (out / "meta" / "info.json").exists():
         info = json.loads((out / "meta" / "info.json").read_text())
         return {"episodes": info["total_episodes"], "frames": info["total_frames"]}
-    config = CollectConfig(suite=suite, episodes=episodes, image_size=128, wrist_camera=wrist_camera, seed=seed,
-                           noise=noise)
+    config = CollectConfig(suite=suite, episodes=episodes, embodiment=embodiment, image_size=128,
+                           wrist_camera=wrist_camera, seed=seed, noise=noise)
     result = collect(config, out, workers=workers, progress=False)
     return {"episodes": result.episodes, "frames": result.frames, "expert_success": round(result.success_rate, 3)}
 
@@ -105,4 +105,73 @@ def run_summary(out: Path) -> dict[str, Any]:
     return {"checkpoint": str(checkpoint), "steps": int(checkpoint.name.split("-")[-1]),
             "train_seconds": round(sum(e["wall_seconds"] for e in ends), 1), "sessions": len(ends),
             "samples_per_second": last["samples_per_second"], "final_loss": last["final_loss"],
-            "parameters": last["total_parameters"]}
+            "parameters": last["total_parameters"], "trainable_parameters": last["trainable_parameters"],
+            "peak_memory_mb": last["peak_memory_mb"]}
+
+
+def evaluate_checkpoint(checkpoint: Path, folder: Path, conditions: tuple[str, ...], episodes: int,
+                        embodiment: str = "default", workers: int = 1, unnorm_key: str | None = None,
+                        selection: str | None = None, quantization: str | None = None) -> dict[str, Any]:
+    """A VLA or Diffusion Policy checkpoint on `conditions` (official seeds, episode log that resumes): success
+    with Wilson intervals per condition and overall. `selection` sets a VLA's decoding (one for every arm of a
+    comparison); `quantization` loads its language model as int8/int4 weights."""
+    import robovla
+    from robovla.diffusion.runner import DiffusionRunner, is_diffusion_checkpoint
+    from robovla.eval import CheckpointPolicy, EvalSettings, evaluate
+    from robovla.eval.policies import DiffusionCheckpointPolicy
+
+    if is_diffusion_checkpoint(checkpoint):
+        policy: Any = DiffusionCheckpointPolicy(DiffusionRunner.from_pretrained(checkpoint, unnorm_key), checkpoint)
+    else:
+        model = robovla.load_pretrained(checkpoint, quantization=quantization)
+        if selection is not None:
+            from dataclasses import replace
+
+            model.set_recipe(replace(model.recipe, selection=selection))
+        policy = CheckpointPolicy(model, checkpoint, unnorm_key, options={"quantization": quantization})
+    result = evaluate(policy, EvalSettings(conditions=conditions, episodes=episodes, embodiment=embodiment,
+                                           num_envs=min(25, episodes), workers=workers, progress=False), out=folder)
+    return {"folder": str(folder), "overall": result["overall"],
+            "conditions": {name: {k: row[k] for k in ("n", "successes", "rate", "ci95")}
+                           for name, row in result["conditions"].items()},
+            "episodes_per_minute": result["timing"].get("episodes_per_minute")}
+
+
+def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Success counts summed over evaluations (e.g. over demonstration counts), with their Wilson interval."""
+    from robovla.eval.stats import rate_summary
+
+    return rate_summary(sum(r["successes"] for r in rows), sum(r["n"] for r in rows))
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """"higher", "lower" or "overlap": whether a's 95% interval lies above b's, below it, or they overlap."""
+    if a["ci95"][0] > b["ci95"][1]:
+        return "higher"
+    if a["ci95"][1] < b["ci95"][0]:
+        return "lower"
+    return "overlap"
+
+
+def train_in_subprocess(config: Any, log: Path) -> dict[str, Any]:
+    """`train_to_end` in a fresh process (`python -m robovla.train --config ...`), so that its peak memory is
+    its own (the resident set size of one process only grows); its output goes to `log`."""
+    import subprocess
+    import sys
+
+    from robovla.train.state import latest_checkpoint
+
+    out = Path(config.out)
+    latest = latest_checkpoint(out)
+    target = min(config.steps, config.stop_at or config.steps)
+    if latest is None or int(latest.name.split("-")[-1]) < target:
+        config.resume = latest is not None
+        out.mkdir(parents=True, exist_ok=True)
+        options = out / "experiment_train_config.json"
+        write_json_atomic(options, config.to_dict())
+        with open(log, "a") as handle:
+            done = subprocess.run([sys.executable, "-m", "robovla.train", "--config", str(options)],
+                                  stdout=handle, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise RobovlaError(f"training {out} failed (exit {done.returncode}); its output is in {log}")
+    return run_summary(out)

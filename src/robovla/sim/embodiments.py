@@ -89,6 +89,22 @@ EMBODIMENTS: dict[str, Embodiment] = {
         finger_rgba=(0.55, 0.55, 0.6, 1.0),
         max_episode_steps=70,
     ),
+    # the fine-tuning setup (issue 19's "new robot"): in no pretraining mixture. A camera high on the right, longer
+    # and wider orange fingers that open further, a faster controller with smaller steps; its lab2-* suites add
+    # their own table
+    "lab2": Embodiment(
+        name="lab2",
+        camera_pos=(0.30, -0.30, 0.55),
+        camera_target=(0.0, 0.02, 0.0),
+        camera_fovy=50.0,
+        control_hz=12.0,
+        pos_step=0.025,
+        rot_step=0.12,
+        finger_half_open=0.055,
+        finger_size=(0.009, 0.024, 0.04),
+        finger_rgba=(0.95, 0.45, 0.1, 1.0),
+        max_episode_steps=90,
+    ),
 }
 
 

@@ -162,7 +162,7 @@ def _combos(suite: V.Suite, family: str | None) -> list[tuple[str, str]]:
         pairs = [p for p in V.TRAIN_COMBOS if p[1] in suite.pool("target_shape")]
         # unseen shapes (physical suite) go with every family but stacking, which needs a flat top
         pairs += [(f, s) for s in suite.pool("target_shape") if s not in TRAIN_SHAPES for f in V.FAMILIES if f != "stack"]
-    return [p for p in pairs if family is None or p[0] == family]
+    return [p for p in pairs if (family is None or p[0] == family) and p[0] in suite.families]
 
 
 def _far(x: float, y: float, others: list[tuple[float, float, float]]) -> bool:
@@ -227,7 +227,11 @@ def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: st
                 point = layout.free_point(0.17)
             if point is None:
                 return None
-            color = colors.pop(int(rng.integers(len(colors))))
+            if k == 0 and suite.fixes("goal_color"):  # a task group's goal: its own colour
+                color = _choice(rng, [c for c in suite.pool("goal_color") if c in colors])
+                colors.remove(color)
+            else:
+                color = colors.pop(int(rng.integers(len(colors))))
             fixtures.append(FixtureSpec(f"fix{k}", kind, color, *point))
             layout.taken.append((*point, 0.17))
 
@@ -283,6 +287,8 @@ def alternative_tasks(spec: EpisodeSpec, suite: V.Suite, rng: np.random.Generato
         if not any(lo <= target.size <= hi for lo, hi in suite.pool("target_size")):
             continue
         goals = spec.fixtures if spec.family in ("pick_place", "push") else [o for o in spec.objects if o is not target]
+        if suite.fixes("goal_color"):
+            goals = [goal for goal in goals if goal.color in suite.pool("goal_color")]
         pairs += [(target, goal) for goal in goals if (target.name, goal.name) != (spec.target.name, spec.goal)]
     tasks = []
     for k in rng.permutation(len(pairs)):

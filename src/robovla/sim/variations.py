@@ -32,6 +32,8 @@ TABLES: dict[str, str] = {
     "lightgray": 'builtin="flat" rgb1="0.72 0.72 0.74" rgb2="0.72 0.72 0.74"',
     "checker": 'builtin="checker" rgb1="0.55 0.55 0.55" rgb2="0.85 0.85 0.85"',
     "speckled": 'builtin="flat" rgb1="0.62 0.55 0.45" rgb2="0.62 0.55 0.45" mark="random" random="0.08" markrgb="0.2 0.15 0.1"',
+    # the fine-tuning lab's table (lab2 suites): in neither pool of the table axis
+    "slate": 'builtin="flat" rgb1="0.42 0.47 0.52" rgb2="0.42 0.47 0.52"',
 }
 
 # lighting name -> (direction, diffuse rgb, ambient rgb)
@@ -80,16 +82,27 @@ AXES: dict[str, Axis] = {
 
 @dataclass(frozen=True)
 class Suite:
-    """A named benchmark split: the axes listed in `heldout_axes` draw from their held-out pools."""
+    """A named benchmark split: the axes listed in `heldout_axes` draw from their held-out pools.
+
+    A task group (a fine-tuning setup's suite) narrows it further: only `families`, and `pools` replaces the
+    values of some axes (and "goal_color", the colour of the pad or container the instruction names)."""
 
     name: str
     description: str
     heldout_axes: tuple[str, ...] = ()
+    families: tuple[str, ...] = FAMILIES
+    pools: tuple[tuple[str, tuple], ...] = ()
 
     def pool(self, axis: str) -> tuple:
         """The values this suite may draw on `axis`."""
+        overrides = dict(self.pools)
+        if axis in overrides:
+            return overrides[axis]
         spec = AXES[axis]
         return spec.heldout if axis in self.heldout_axes else spec.train
+
+    def fixes(self, axis: str) -> bool:
+        return axis in dict(self.pools)
 
 
 SUITES: dict[str, Suite] = {
@@ -100,8 +113,19 @@ SUITES: dict[str, Suite] = {
         Suite("tabletop-motion", "unseen target positions and object orientations", ("target_cell", "object_yaw")),
         Suite("tabletop-physical", "unseen target sizes and shapes", ("target_size", "target_shape")),
         Suite("tabletop-semantic", "unseen target colours (words), phrasings and task/object combinations", ("target_color", "phrasing", "task_combo")),
+        # the fine-tuning lab (use with the lab2 embodiment): its own table, one light, two task groups
+        Suite("lab2-narrow", "one instruction and one object set: push the red cube onto the green pad",
+              families=("push",), pools=(("table", ("slate",)), ("lighting", ("overhead",)),
+                                         ("target_color", ("red",)), ("target_shape", ("cube",)),
+                                         ("goal_color", ("green",)), ("distractor_color", ("blue", "yellow")),
+                                         ("phrasing", ("train-0",)))),
+        Suite("lab2-multi", "three objects and two containers: the instruction says which object goes where",
+              families=("pick_place",), pools=(("table", ("slate",)), ("lighting", ("overhead",)))),
     )
 }
+# the generalization benchmark: the training suite and one per category of the paper (`--suite all`)
+BENCHMARK_SUITES = ("tabletop-train", "tabletop-visual", "tabletop-motion", "tabletop-physical", "tabletop-semantic")
+TASK_GROUPS = ("lab2-narrow", "lab2-multi")  # the fine-tuning setup's suites
 
 
 def list_suites() -> list[str]:

@@ -66,6 +66,9 @@ class TrainConfig:
     # --- data
     datasets: list[str] = field(default_factory=list, metadata={"help": "dataset folders (LeRobot v3/v2.1 or RLDS)"})
     mixture: str | None = field(default=None, metadata={"help": "named mixture weighting the datasets by name"})
+    max_episodes: int | None = field(default=None, metadata={
+        "help": "train on the first N episodes of each dataset folder only (data-efficiency studies: 10, 50, 150 "
+                "demonstrations of one collection, each set inside the next)"})
     augment: bool = field(default=True, metadata={"help": "random crop + colour jitter (the reference's)"})
     loader_workers: int = field(default=0, metadata={
         "help": "processes that decode and process the next batches while the model trains (0: in the training "
@@ -111,6 +114,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accumulation", "log_every", "lora_rank"):
             if getattr(self, name) < 1:
                 raise RobovlaError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_episodes is not None and self.max_episodes < 1:
+            raise RobovlaError(f"max_episodes must be >= 1, got {self.max_episodes}")
         if self.loader_workers < 0:
             raise RobovlaError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if not self.grounding_loss_weight > 0:

@@ -29,7 +29,7 @@ class TrainingData:
     @classmethod
     def open(cls, config: TrainConfig, processor: VLAProcessor) -> "TrainingData":
         from robovla.data import MixtureSampler, TrainAugment, get_mixture, open_dataset
-        from robovla.data.steps import PooledSteps
+        from robovla.data.steps import FirstEpisodes, PooledSteps
 
         if not config.datasets:
             raise RobovlaError("no training data: pass --datasets DIR [DIR ...]")
@@ -37,6 +37,8 @@ class TrainingData:
         chunk = processor.action_chunk
         for path in config.datasets:
             dataset = open_dataset(path, chunk_size=chunk if chunk > 1 else None)
+            if config.max_episodes is not None:
+                dataset = FirstEpisodes(dataset, config.max_episodes, where=str(path))
             if len(dataset) == 0:
                 raise RobovlaError(f"dataset {path} has no steps")
             shortest = int(np.unique(dataset.episode_index, return_counts=True)[1].min())
