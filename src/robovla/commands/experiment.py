@@ -6,8 +6,10 @@ import argparse
 import shlex
 
 HELP = ("Run an experiment end to end (collect -> train -> evaluate -> report), resuming whatever a previous run "
-        "left; `recipes`: the parallel-decoding recipe (OpenVLA-OFT) against the reference recipe.")
-EXPERIMENTS = ("recipes",)
+        "left. recipes: the parallel-decoding recipe (OpenVLA-OFT) against the reference recipe; fine-tuning: the "
+        "generalist fine-tuned on a new robot setup against Diffusion Policy and training from scratch, for 10-150 "
+        "demonstrations; limited-hardware: fine-tuning strategies, then fp32/bf16/int8/int4 weights.")
+EXPERIMENTS = ("recipes", "fine-tuning", "limited-hardware")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="folder for results.json, report.md and plots (default results/NAME[-quick])")
     parser.add_argument("--stop-at", type=int, default=None,
-                        help="train each model only up to this step of its schedule now; rerun later with a larger "
-                             "value (or none) to continue")
+                        help="recipes: train each model only up to this step of its schedule now; rerun later with a "
+                             "larger value (or none) to continue (the others save each cell as it finishes)")
     parser.add_argument("--workers", type=int, default=1, help="processes stepping the evaluation envs")
 
 
@@ -29,22 +31,39 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from robovla.errors import RobovlaError
-    from robovla.experiments import recipes
-    from robovla.experiments.recipes_report import verdict
 
-    if args.stop_at is not None and args.stop_at < 1:
-        raise RobovlaError(f"--stop-at must be >= 1, got {args.stop_at}")
+    if args.stop_at is not None and (args.stop_at < 1 or args.name != "recipes"):
+        raise RobovlaError(f"--stop-at is for the recipes experiment, as a step >= 1; got {args.stop_at} for "
+                           f"{args.name}")
     if args.workers < 1:
         raise RobovlaError(f"--workers must be >= 1, got {args.workers}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     suffix = "-quick" if args.quick else ""
-    settings = recipes.RecipesSettings(
-        scale="quick" if args.quick else "full", work=Path(args.work or f"runs/{args.name}{suffix}"),
-        out=Path(args.out or f"results/{args.name}{suffix}"), stop_at=args.stop_at, workers=args.workers)
+    common = {"scale": "quick" if args.quick else "full", "work": Path(args.work or f"runs/{args.name}{suffix}"),
+              "out": Path(args.out or f"results/{args.name}{suffix}"), "workers": args.workers}
     typed = getattr(args, "_argv", None)
     command = None if typed is None else "robovla " + " ".join(shlex.quote(a) for a in typed)
-    document = recipes.run(settings, command)
-    print(f"robovla experiment {args.name}: {settings.out / 'report.md'}")
-    for line in verdict(document):
+    if args.name == "recipes":
+        from robovla.experiments import recipes
+        from robovla.experiments.recipes_report import verdict
+
+        document = recipes.run(recipes.RecipesSettings(**common, stop_at=args.stop_at), command)
+        lines = verdict(document)
+    elif args.name == "fine-tuning":
+        from robovla.experiments import fine_tuning
+        from robovla.experiments.fine_tuning_report import verdicts
+        from robovla.experiments.verdicts import verdict_line
+
+        document = fine_tuning.run(fine_tuning.FineTuningSettings(**common), command)
+        lines = [verdict_line(v) for v in verdicts(document)]
+    else:
+        from robovla.experiments import limited_hardware
+        from robovla.experiments.limited_hardware_report import verdicts
+        from robovla.experiments.verdicts import verdict_line
+
+        document = limited_hardware.run(limited_hardware.LimitedHardwareSettings(**common), command)
+        lines = [verdict_line(v) for v in verdicts(document)]
+    print(f"robovla experiment {args.name}: {common['out'] / 'report.md'}")
+    for line in lines:
         print(line)
     return 0

@@ -37,6 +37,7 @@ class StageLog:
 
     def __init__(self, path: Path, settings: dict[str, Any]) -> None:
         self.path = path
+        settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
         previous = json.loads(path.read_text()) if path.exists() else {}
         if previous and previous.get("settings") != settings:
             changed = sorted(k for k in set(settings) | set(previous["settings"])
@@ -111,10 +112,11 @@ def run_summary(out: Path) -> dict[str, Any]:
 
 def evaluate_checkpoint(checkpoint: Path, folder: Path, conditions: tuple[str, ...], episodes: int,
                         embodiment: str = "default", workers: int = 1, unnorm_key: str | None = None,
-                        selection: str | None = None, quantization: str | None = None) -> dict[str, Any]:
+                        selection: str | None = None, quantization: str | None = None,
+                        dtype: str = "float32") -> dict[str, Any]:
     """A VLA or Diffusion Policy checkpoint on `conditions` (official seeds, episode log that resumes): success
     with Wilson intervals per condition and overall. `selection` sets a VLA's decoding (one for every arm of a
-    comparison); `quantization` loads its language model as int8/int4 weights."""
+    comparison); `dtype` and `quantization` (int8/int4 language-model weights) say how a VLA is loaded."""
     import robovla
     from robovla.diffusion.runner import DiffusionRunner, is_diffusion_checkpoint
     from robovla.eval import CheckpointPolicy, EvalSettings, evaluate
@@ -123,12 +125,12 @@ def evaluate_checkpoint(checkpoint: Path, folder: Path, conditions: tuple[str, .
     if is_diffusion_checkpoint(checkpoint):
         policy: Any = DiffusionCheckpointPolicy(DiffusionRunner.from_pretrained(checkpoint, unnorm_key), checkpoint)
     else:
-        model = robovla.load_pretrained(checkpoint, quantization=quantization)
+        model = robovla.load_pretrained(checkpoint, dtype=dtype, quantization=quantization)
         if selection is not None:
             from dataclasses import replace
 
             model.set_recipe(replace(model.recipe, selection=selection))
-        policy = CheckpointPolicy(model, checkpoint, unnorm_key, options={"quantization": quantization})
+        policy = CheckpointPolicy(model, checkpoint, unnorm_key, options={"dtype": dtype, "quantization": quantization})
     result = evaluate(policy, EvalSettings(conditions=conditions, episodes=episodes, embodiment=embodiment,
                                            num_envs=min(25, episodes), workers=workers, progress=False), out=folder)
     return {"folder": str(folder), "overall": result["overall"],
