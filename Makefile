@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench eval-shipped experiment-recipes policy policy-gpu policy-pointer clean
+.PHONY: install demo test test-slow bench eval-shipped experiment-recipes experiment-fine-tuning experiment-limited-hardware policy policy-gpu policy-pointer clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	# the long suites (compile warm-up, a second start from the compile cache, the shipped policy reproducing
-	# results/shipped-policy, the quick recipes experiment end to end: ~6 min)
+	# results/shipped-policy, the quick recipes, fine-tuning and limited-hardware experiments end to end: ~10 min)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 bench: $(STAMP)
@@ -49,6 +49,16 @@ experiment-recipes: $(STAMP)
 	# 1000 demonstrations (about 3.5 h on 2 cores for the 6000-step schedule); rerun to resume; STOP_AT=N trains each
 	# model to step N of its schedule now and reports that interim result
 	$(VENV)/bin/robovla experiment recipes $(if $(STOP_AT),--stop-at $(STOP_AT))
+
+experiment-fine-tuning: $(STAMP)
+	# results/fine-tuning: the shipped generalist fine-tuned (full, LoRA) on 10/50/150 demonstrations of a new setup
+	# against the same VLA from scratch and Diffusion Policy (about 100 min on 2 cores); rerun to resume
+	$(VENV)/bin/robovla experiment fine-tuning
+
+experiment-limited-hardware: $(STAMP)
+	# results/limited-hardware: six fine-tuning strategies, then fp32/bf16/int8/int4 weights of the best, and the
+	# strategies' trainable counts on openvla-7b (about 35 min on 2 cores); rerun to resume
+	$(VENV)/bin/robovla experiment limited-hardware
 
 policy: $(STAMP)
 	# the shipped tabletop-cpu policy from nothing (~4.5 h on 2 cores); re-run to resume after a kill
