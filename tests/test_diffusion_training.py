@@ -83,3 +83,28 @@ def test_vla_options_are_refused_for_a_diffusion_policy(dataset, tmp_path, capsy
     assert "--action-chunk, --decoding: VLA recipe options" in capsys.readouterr().err
     assert main([*base, "--policy", "transformer"]) == 2
     assert "unknown policy 'transformer'; valid: vla, diffusion" in capsys.readouterr().err
+
+
+def test_serve_runs_a_diffusion_checkpoint(trained, capsys):
+    """The same server (REST and openpi websocket) answers with the plan's executed actions; the metadata says
+    what the policy reads; VLA-only serving options are refused."""
+    from robovla.client import PolicyClient, WebsocketPolicyClient
+    from robovla.serve import BackgroundServer, ServerConfig, create_app
+
+    runner = DiffusionRunner.from_pretrained(trained)
+    frame, state = np.zeros((96, 96, 3), np.uint8), np.zeros(7)
+    with BackgroundServer(create_app(runner, ServerConfig(), "dp")) as server:
+        client = PolicyClient(server.url)
+        metadata = client.metadata()
+        assert metadata["policy_type"] == "diffusion" and metadata["action_horizon"] == 8
+        assert metadata["proprio_required"] and metadata["proprio_dim"] == 7 and metadata["max_prompt_tokens"] is None
+        chunk = client.act_chunk(frame, "pick up the red cube", proprio=state)
+        assert chunk.shape == (8, 7) and np.isfinite(chunk).all()
+        with pytest.raises(Exception, match="proprio has 3 numbers, this policy reads 7"):
+            client.act(frame, "pick up the red cube", proprio=np.zeros(3))
+        with WebsocketPolicyClient(server.url.replace("http", "ws")) as socket_client:
+            assert np.asarray(socket_client.act_chunk(frame, "pick up the red cube", proprio=state)).shape == (8, 7)
+    with pytest.raises(robovla.RobovlaError, match="batch_invariant: VLA serving options"):
+        create_app(runner, ServerConfig(batch_invariant=True))
+    assert main(["serve", "--checkpoint", str(trained), "--compile"]) == 2
+    assert "--compile: VLA options, but" in capsys.readouterr().err

@@ -92,7 +92,7 @@ def test_action_tokens_only_flag_reaches_the_model(monkeypatch, flags, restrict)
     assert main(["serve", "--checkpoint", str(TINY_CHECKPOINT), "--log-level", "warning", *flags]) == 0
     app, config = served["app"], served["config"]
     assert config.restrict_to_actions is restrict
-    model = app.state.service.vla
+    model = app.state.service.model
     calls = []
     decode = model.decode
 

@@ -73,6 +73,19 @@ class Policy:
         return self.model.processor.image_config.image_sizes[0]
 
     @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.recipe.cameras)
+
+    @property
+    def reads_proprio(self) -> bool:
+        return self.recipe.proprio
+
+    @property
+    def action_chunk(self) -> int:
+        """Actions per answer."""
+        return self.recipe.action_chunk
+
+    @property
     def observation_keys(self) -> list[str]:
         """The keys each observation must have."""
         return [*self.recipe.cameras, "instruction", *(["proprio"] if self.recipe.proprio else []),

@@ -7,7 +7,8 @@ import logging
 import os
 import time
 
-HELP = "Serve a checkpoint over HTTP (OpenVLA-compatible /act, /act/batch) and websocket (openpi protocol)."
+HELP = ("Serve a checkpoint (a VLA or a Diffusion Policy) over HTTP (OpenVLA-compatible /act, /act/batch) and "
+        "websocket (openpi protocol).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,14 +69,23 @@ def run(args: argparse.Namespace) -> int:
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
-    vla = robovla.load_pretrained(args.checkpoint, dtype=args.dtype, device=args.device,
-                                  quantization=args.quantization)
+    from robovla.diffusion.runner import DiffusionRunner, is_diffusion_checkpoint
+
     logger = logging.getLogger("robovla.serve")
+    if is_diffusion_checkpoint(args.checkpoint):
+        vla_only = [flag for flag, given in (("--compile", args.compile), ("--quantization", args.quantization),
+                                             ("--dtype", args.dtype != "float32")) if given]
+        if vla_only:
+            raise RobovlaError(f"{', '.join(vla_only)}: VLA options, but {args.checkpoint} holds a Diffusion Policy")
+        model = DiffusionRunner.from_pretrained(args.checkpoint, device=args.device)
+    else:
+        model = robovla.load_pretrained(args.checkpoint, dtype=args.dtype, device=args.device,
+                                        quantization=args.quantization)
     logger.info("start-up: checkpoint loaded in %.1f s", time.perf_counter() - start)
     if args.compile:
         compiled = time.perf_counter()
         cache = (args.compile_cache or True) if args.use_compile_cache and args.compile_mode == "lean" else False
-        policy = robovla.Policy(vla, restrict_to_actions=config.restrict_to_actions).compile(args.compile_mode, cache)
+        policy = robovla.Policy(model, restrict_to_actions=config.restrict_to_actions).compile(args.compile_mode, cache)
         if args.warm_up:
             logger.info("compiling before serving, so that no request waits for it")
             report = policy.warm_up(on_call=lambda batch, tokens, seconds: logger.info(
@@ -84,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             logger.info("start-up: compiled in %.1f s (%d graphs built, %d from the cache; %s)",
                         time.perf_counter() - compiled, report.graphs_built, report.graphs_from_cache, cached)
     logger.info("start-up: %.1f s in all", time.perf_counter() - start)
-    app = create_app(vla, config, model_name=Path(args.checkpoint).resolve().name)
+    app = create_app(model, config, model_name=Path(args.checkpoint).resolve().name)
     auth = "API key required" if config.api_key else "no API key"
     logger.info("serving %s on http://%s:%d (%s)", args.checkpoint, config.host, config.port, auth)
     try:

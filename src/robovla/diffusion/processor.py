@@ -75,6 +75,19 @@ class DiffusionProcessor:
             state = torch.tensor(np.stack(rows), dtype=torch.float32)
         return DiffusionInputs(images, ids, mask, state)
 
+    @property
+    def uses_proprio(self) -> bool:
+        return bool(self.config.state_dim)
+
+    def check_proprio(self, proprio: Any, unnorm_key: str | None) -> None:
+        """Raise a RobovlaError when `proprio` is not a state this policy can read for the dataset."""
+        vector = np.asarray(proprio, dtype=np.float64)
+        if vector.shape != (self.config.state_dim,):
+            raise RobovlaError(f"proprio has {vector.size} numbers, this policy reads {self.config.state_dim}")
+        if not np.isfinite(vector).all():
+            raise RobovlaError("proprio must be finite numbers")
+        vector_normalizer(self.norm_stats, "proprio", unnorm_key)  # an unknown dataset or missing statistics
+
     def targets(self, actions: np.ndarray, unnorm_key: str | None = None) -> torch.Tensor:
         """Raw action chunks [B, horizon, action_dim] -> the normalized training targets."""
         normalizer = ActionNormalizer.from_norm_stats(self.norm_stats, unnorm_key)

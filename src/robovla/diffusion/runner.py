@@ -70,6 +70,14 @@ class DiffusionRunner:
         return self.config.n_action_steps
 
     @property
+    def reads_proprio(self) -> bool:
+        return bool(self.config.state_dim)
+
+    def prompt_token_limit(self) -> None:
+        """No context to fill: an instruction's ids beyond `MAX_LANGUAGE_TOKENS` are dropped, not refused."""
+        return None
+
+    @property
     def observation_keys(self) -> list[str]:
         return [*self.cameras, "instruction", *(["proprio"] if self.config.state_dim else [])]
 

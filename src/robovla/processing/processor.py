@@ -110,6 +110,10 @@ class VLAProcessor:
         """The robot state as tokens: normalised with the dataset's proprio q01/q99, binned like actions."""
         return self._vector_ids("proprio", proprio, unnorm_key)
 
+    def check_proprio(self, proprio: Any, unnorm_key: str | None) -> None:
+        """Raise a RobovlaError when `proprio` is not a state this model can read for the dataset."""
+        self.proprio_ids(proprio, unnorm_key)
+
     def grounding_ids(self, grounding: Any, unnorm_key: str | None) -> list[int]:
         """Grounding labels (where the named objects are) as tokens, binned like actions."""
         return self._vector_ids("grounding", grounding, unnorm_key)

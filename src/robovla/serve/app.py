@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -22,11 +22,12 @@ logger = logging.getLogger("robovla.serve")
 OPEN_PATHS = frozenset({"/health"})
 
 
-def create_app(vla: robovla.VLA, config: ServerConfig | None = None, model_name: str = "robovla") -> FastAPI:
-    """One app per model; the batcher starts and stops with the app's lifespan."""
+def create_app(model: Any, config: ServerConfig | None = None, model_name: str = "robovla") -> FastAPI:
+    """One app per model (a `robovla.VLA` or a Diffusion Policy's `DiffusionRunner`); the batcher starts and stops
+    with the app's lifespan."""
     config = config or ServerConfig()
     metrics = Metrics()
-    service = PolicyService(vla, config, metrics, model_name)
+    service = PolicyService(model, config, metrics, model_name)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -52,7 +52,7 @@ def parse_observation(
 ) -> Observation:
     """Validate `{image, instruction, unnorm_key?, proprio?}`; `where` prefixes field names (`observations[2].`).
 
-    The cameras are the recipe's of `processor`'s model (`image` without one). `proprio` is required, and checked
+    The cameras are those of `processor`'s model (`image` without one); it is a VLA's or a Diffusion Policy's. `proprio` is required, and checked
     against the statistics, when `processor` belongs to a model that reads it. With `prompt_limit` (prompt ids that
     fit the model's context) a longer instruction is refused here, before it is queued: a text far too long by
     its characters alone is never tokenized.
@@ -60,7 +60,7 @@ def parse_observation(
     if not isinstance(payload, dict):
         raise RequestError(400, f"an observation must be a JSON object (a msgpack map), got {type(payload).__name__}",
                            where.rstrip(".") or "body")
-    cameras = processor.recipe.cameras if processor is not None else ("image",)
+    cameras = processor.cameras if processor is not None else ("image",)
     images = {camera: _image(payload, camera, max_image_side, where) for camera in cameras}
     instruction = _first(payload, INSTRUCTION_KEYS, where)
     unnorm_key = payload.get(UNNORM_KEY)
@@ -78,7 +78,7 @@ def parse_observation(
             proprio = np.asarray(raw, dtype=np.float64)
         except (TypeError, ValueError):
             raise RequestError(400, "proprio must be a vector of numbers", where + PROPRIO_KEYS[0]) from None
-        _checked(where + PROPRIO_KEYS[0], processor.proprio_ids, proprio, key)
+        _checked(where + PROPRIO_KEYS[0], processor.check_proprio, proprio, key)
     if prompt_limit is not None and processor is not None:
         tokens = len(processor.prompt_ids(instruction, proprio, key))
         if tokens > prompt_limit:
