@@ -87,13 +87,13 @@ def write_fine_tuning_report(out: Path, document: dict[str, Any]) -> Path:
         "",
         f"Command: `{document.get('command') or 'robovla experiment fine-tuning'}` (scale `{document['scale']}`). "
         f"The `{document['embodiment']}` embodiment is in no pretraining data. Each cell trains on one task group's "
-        f"first N scripted-expert demonstrations for {document['steps']} steps of batch {document['batch_size']} "
-        f"(warm-up + cosine), then runs {document['episodes_per_cell']} closed-loop episodes on the group's official "
+        f"first N scripted-expert demonstrations with batch {document['batch_size']} (warm-up + cosine; steps per "
+        f"arm below), then runs {document['episodes_per_cell']} closed-loop episodes on the group's official "
         f"seeds. VLA arms decode with `{document['selection']}` selection.",
         "",
-        "| arm | what it is | learning rate |",
-        "|---|---|---|",
-        *[f"| {name} | {arm['label']} | {arm['lr']:g} |" for name, arm in arms.items()],
+        "| arm | what it is | learning rate | steps |",
+        "|---|---|---|---|",
+        *[f"| {name} | {arm['label']} | {arm['lr']:g} | {arm['steps']} |" for name, arm in arms.items()],
     ]
     for group, data in document["groups"].items():
         demos = data["demonstrations"]
