@@ -44,8 +44,8 @@ PRECISIONS = (("fp32", "float32", None), ("bf16", "bfloat16", None), ("int8", "f
               ("int4", "float32", "int4"))
 
 SCALES = {
-    # full: 50 demonstrations, 300 steps of batch 32 per strategy, 50 evaluation episodes per model
-    "full": ExperimentScale(demos=50, steps=300, episodes=50, timing_calls=30),
+    # full: 50 demonstrations, 200 steps of batch 32 per strategy (as fine-tuning), 50 evaluation episodes per model
+    "full": ExperimentScale(demos=50, steps=200, episodes=50, timing_calls=30),
     # quick: the whole pipeline in minutes, for trying it out and for tests (its numbers mean nothing)
     "quick": ExperimentScale(demos=2, steps=2, episodes=2, timing_calls=2),
 }
