@@ -41,6 +41,7 @@ _EXPORTS = {
     "DiffusionInputs": "robovla.diffusion",
     "DiffusionPolicy": "robovla.diffusion",
     "DiffusionProcessor": "robovla.diffusion",
+    "DiffusionRunner": "robovla.diffusion",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,5 +3,7 @@
 from robovla.diffusion.config import POLICY_TYPE, DiffusionConfig
 from robovla.diffusion.model import DiffusionInputs, DiffusionPolicy
 from robovla.diffusion.processor import DiffusionProcessor
+from robovla.diffusion.runner import DiffusionRunner
 
-__all__ = ["POLICY_TYPE", "DiffusionConfig", "DiffusionInputs", "DiffusionPolicy", "DiffusionProcessor"]
+__all__ = ["POLICY_TYPE", "DiffusionConfig", "DiffusionInputs", "DiffusionPolicy", "DiffusionProcessor",
+           "DiffusionRunner"]
