@@ -52,7 +52,7 @@ experiment-recipes: $(STAMP)
 
 experiment-fine-tuning: $(STAMP)
 	# results/fine-tuning: the shipped generalist fine-tuned (full, LoRA) on 10/50/150 demonstrations of a new setup
-	# against the same VLA from scratch and Diffusion Policy (about 100 min on 2 cores); rerun to resume
+	# against the same VLA from scratch and Diffusion Policy (about 110 min on 2 cores); rerun to resume
 	$(VENV)/bin/robovla experiment fine-tuning
 
 experiment-limited-hardware: $(STAMP)
