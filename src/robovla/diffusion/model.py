@@ -33,6 +33,11 @@ class DiffusionInputs:
     language_mask: torch.Tensor  # [B, L] 1 where an id is real, 0 for padding
     state: torch.Tensor | None = None  # [B, state_dim] normalized to [-1, 1]
 
+    def to(self, device: torch.device | str) -> "DiffusionInputs":
+        return DiffusionInputs({camera: image.to(device) for camera, image in self.images.items()},
+                               self.language_ids.to(device), self.language_mask.to(device),
+                               None if self.state is None else self.state.to(device))
+
 
 class DiffusionPolicy(nn.Module):
     def __init__(self, config: DiffusionConfig, norm_stats: dict[str, Any] | None = None) -> None:

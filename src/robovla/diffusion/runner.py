@@ -97,11 +97,7 @@ class DiffusionRunner:
 
         batch = [observations] if isinstance(observations, Mapping) else list(observations)
         key = resolve_unnorm_key(self.norm_stats, unnorm_key or self.unnorm_key)
-        inputs = self.processor.inputs(batch, key)
-        device = self._device
-        inputs.images = {k: v.to(device) for k, v in inputs.images.items()}
-        inputs.language_ids, inputs.language_mask = inputs.language_ids.to(device), inputs.language_mask.to(device)
-        inputs.state = None if inputs.state is None else inputs.state.to(device)
+        inputs = self.processor.inputs(batch, key).to(self._device)
         normalized = self.policy.sample(inputs, generator or self.generator)[:, : self.config.n_action_steps]
         return ActionPrediction(self.processor.actions(normalized, key), None,
                                 normalized.detach().cpu().double().numpy())

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from robovla.diffusion.processor import DiffusionProcessor
 from robovla.errors import RobovlaError
 from robovla.train.config import TrainConfig
 from robovla.train.data import TrainingData
-from robovla.train.metrics import MetricsLogger, peak_memory_mb
+from robovla.train.metrics import MetricsLogger
 from robovla.train.state import (
     STATE_DIR,
     TRAINING_CONFIG_FILE,
@@ -119,10 +117,7 @@ class DiffusionTrainer:
             # the noise and levels of each micro-batch come from (seed, step, m): a resumed run draws the same
             seed = int(np.random.SeedSequence([config.seed, self.step, m]).generate_state(1)[0])
             generator = torch.Generator(device=self.device).manual_seed(seed)
-            inputs = batch["inputs"]
-            inputs.images = {k: v.to(self.device) for k, v in inputs.images.items()}
-            inputs.language_ids, inputs.language_mask = inputs.language_ids.to(self.device), inputs.language_mask.to(self.device)
-            inputs.state = None if inputs.state is None else inputs.state.to(self.device)
+            inputs = batch["inputs"].to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 loss = self.policy.loss(inputs, batch["actions"].to(self.device), generator)
             if not torch.isfinite(loss):
@@ -180,41 +175,9 @@ class DiffusionTrainer:
 
     # ----------------------------------------------------------------------------------------------- run
     def run(self):
-        from robovla.train.loop import TrainSummary
+        from robovla.train.loop import run_training
 
-        config = self.config
-        self.logger.start(self.report, 1, self.step, self.device)
-        start, start_step = time.perf_counter(), self.step
-        metrics: dict[str, float] = {}
-        checkpoint: Path | None = self.resume_from
-        progress = self.logger.progress_bar(initial=self.step, total=config.steps) if config.progress else None
-        last_step = min(config.steps, config.stop_at or config.steps)
-        while self.step < last_step:
-            t0 = time.perf_counter()
-            metrics = self.train_step()
-            metrics["samples_per_s"] = config.batch_size / (time.perf_counter() - t0)
-            if self.step % config.log_every == 0 or self.step == config.steps:
-                self.logger.log(self.step, metrics)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{metrics['loss']:.4f}")
-            if (config.save_every and self.step % config.save_every == 0) or self.step == last_step:
-                checkpoint = self.save()
-        if progress is not None:
-            progress.close()
-        if self._batches is not None:
-            self._batches.close()
-            self._batches = None
-        elapsed = time.perf_counter() - start
-        summary = TrainSummary(
-            steps=self.step, wall_seconds=round(elapsed, 2),
-            samples_per_second=round((self.step - start_step) * config.batch_size / max(elapsed, 1e-9), 2),
-            trainable_parameters=self.report.trainable, total_parameters=self.report.total,
-            peak_memory_mb=round(peak_memory_mb(self.device), 1),
-            final_loss=float(metrics.get("loss", float("nan"))), final_action_accuracy=float("nan"),
-            final_l1=float("nan"), checkpoint=str(checkpoint) if checkpoint else None)
-        self.logger.finish(asdict(summary))
-        return summary
+        return run_training(self, 1, self.device, lambda metrics: {"loss": f"{metrics['loss']:.4f}"})
 
 
 def train_diffusion(config: TrainConfig) -> Any:

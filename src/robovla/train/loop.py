@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -295,44 +295,54 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- run
     def run(self) -> TrainSummary:
-        config = self.config
-        self.logger.start(self.report, self.dist.world_size, self.step, self.dist.device)
-        start, start_step = time.perf_counter(), self.step
-        metrics: dict[str, float] = {}
-        checkpoint: Path | None = self.resume_from
-        progress = self.logger.progress_bar(initial=self.step, total=config.steps) if config.progress else None
-        last_step = min(config.steps, config.stop_at or config.steps)
-        while self.step < last_step:
-            t0 = time.perf_counter()
-            metrics = self.train_step()
-            metrics["samples_per_s"] = config.batch_size / (time.perf_counter() - t0)
-            if self.step % config.log_every == 0 or self.step == config.steps:
-                self.logger.log(self.step, metrics)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['action_accuracy']:.3f}")
-            if (config.save_every and self.step % config.save_every == 0) or self.step == last_step:
-                checkpoint = self.save()
+        return run_training(self, self.dist.world_size, self.dist.device, lambda metrics: {
+            "loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['action_accuracy']:.3f}"})
+
+
+def run_training(trainer: Any, world_size: int, device: torch.device,
+                 postfix: Callable[[dict[str, float]], dict[str, str]]) -> TrainSummary:
+    """The loop every trainer shares: `trainer.train_step()` up to `config.steps` (or `stop_at`), metrics every
+    `log_every` steps, `trainer.save()` every `save_every` and at the last step; `postfix` says what the progress
+    bar shows. The trainer has `config`, `logger`, `report`, `step`, `resume_from` and its batch stream in
+    `_batches`."""
+    config = trainer.config
+    trainer.logger.start(trainer.report, world_size, trainer.step, device)
+    start, start_step = time.perf_counter(), trainer.step
+    metrics: dict[str, float] = {}
+    checkpoint: Path | None = trainer.resume_from
+    progress = trainer.logger.progress_bar(initial=trainer.step, total=config.steps) if config.progress else None
+    last_step = min(config.steps, config.stop_at or config.steps)
+    while trainer.step < last_step:
+        t0 = time.perf_counter()
+        metrics = trainer.train_step()
+        metrics["samples_per_s"] = config.batch_size / (time.perf_counter() - t0)
+        if trainer.step % config.log_every == 0 or trainer.step == config.steps:
+            trainer.logger.log(trainer.step, metrics)
         if progress is not None:
-            progress.close()
-        if self._batches is not None:
-            self._batches.close()  # stops the loader workers
-            self._batches = None
-        elapsed = time.perf_counter() - start
-        summary = TrainSummary(
-            steps=self.step,
-            wall_seconds=round(elapsed, 2),
-            samples_per_second=round((self.step - start_step) * config.batch_size / max(elapsed, 1e-9), 2),
-            trainable_parameters=self.report.trainable,
-            total_parameters=self.report.total,
-            peak_memory_mb=round(peak_memory_mb(self.dist.device), 1),
-            final_loss=float(metrics.get("loss", float("nan"))),
-            final_action_accuracy=float(metrics.get("action_accuracy", float("nan"))),
-            final_l1=float(metrics.get("l1", float("nan"))),
-            checkpoint=str(checkpoint) if checkpoint else None,
-        )
-        self.logger.finish(asdict(summary))
-        return summary
+            progress.update(1)
+            progress.set_postfix(**postfix(metrics))
+        if (config.save_every and trainer.step % config.save_every == 0) or trainer.step == last_step:
+            checkpoint = trainer.save()
+    if progress is not None:
+        progress.close()
+    if trainer._batches is not None:
+        trainer._batches.close()  # stops the loader workers
+        trainer._batches = None
+    elapsed = time.perf_counter() - start
+    summary = TrainSummary(
+        steps=trainer.step,
+        wall_seconds=round(elapsed, 2),
+        samples_per_second=round((trainer.step - start_step) * config.batch_size / max(elapsed, 1e-9), 2),
+        trainable_parameters=trainer.report.trainable,
+        total_parameters=trainer.report.total,
+        peak_memory_mb=round(peak_memory_mb(device), 1),
+        final_loss=float(metrics.get("loss", float("nan"))),
+        final_action_accuracy=float(metrics.get("action_accuracy", float("nan"))),
+        final_l1=float(metrics.get("l1", float("nan"))),
+        checkpoint=str(checkpoint) if checkpoint else None,
+    )
+    trainer.logger.finish(asdict(summary))
+    return summary
 
 
 def _to(value: Any, device: torch.device) -> Any:
