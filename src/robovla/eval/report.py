@@ -57,6 +57,11 @@ def plot_success(results: dict[str, Any], path: Path) -> Path:
     policy = results.get("policy") or {}
     n = results["overall"]["n"]
     figure.suptitle(f"{policy.get('name') or policy.get('kind', 'policy')}: {n} episodes", fontsize=11)
+    return save_figure(figure, path)
+
+
+def save_figure(figure: Any, path: Path) -> Path:
+    """A matplotlib figure, laid out tight, as a PNG written atomically."""
     figure.tight_layout()
     buffer = BytesIO()
     figure.savefig(buffer, format="png")

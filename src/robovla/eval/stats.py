@@ -27,3 +27,8 @@ def rate_summary(successes: int, n: int) -> dict[str, Any]:
     lo, hi = wilson_interval(successes, n)
     return {"n": n, "successes": successes, "rate": round(successes / n, 4) if n else None,
             "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def rate_text(row: dict[str, Any]) -> str:
+    """A `rate_summary` row as reports print it: "k/n [lo%, hi%]"."""
+    return f"{row['successes']}/{row['n']} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]"

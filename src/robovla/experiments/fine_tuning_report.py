@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from robovla.eval.report import COLORS
+from robovla.eval.report import COLORS, save_figure
+from robovla.eval.stats import rate_text
 from robovla.experiments.common import pooled
 from robovla.experiments.verdicts import Claim, judge, verdict_line
 from robovla.files import write_atomic
@@ -69,14 +69,7 @@ def plot_success(document: dict[str, Any], path: Path) -> Path:
         axis.spines[["top", "right"]].set_visible(False)
     axes[0].set_ylabel("success rate (95% Wilson CI)")
     axes[-1].legend(fontsize=8, frameon=False)
-    figure.tight_layout()
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png")
-    return write_atomic(path, buffer.getvalue())
-
-
-def _rate(row: dict[str, Any]) -> str:
-    return f"{row['successes']}/{row['n']} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]"
+    return save_figure(figure, path)
 
 
 def write_fine_tuning_report(out: Path, document: dict[str, Any]) -> Path:
@@ -99,12 +92,12 @@ def write_fine_tuning_report(out: Path, document: dict[str, Any]) -> Path:
         demos = data["demonstrations"]
         lines += ["", f"## {group}", "",
                   f"{demos['episodes']} demonstrations collected ({demos['frames']} frames). The generalist "
-                  f"without fine-tuning: {_rate(data['zero_shot'])}.", "",
+                  f"without fine-tuning: {rate_text(data['zero_shot'])}.", "",
                   "| arm | " + " | ".join(f"{size} demos" for size in sizes) + " | trainable parameters |",
                   "|---|" + "---|" * (len(sizes) + 1)]
         for name, cells in data["arms"].items():
             first = cells[str(sizes[0])]["training"]
-            lines.append(f"| {name} | " + " | ".join(_rate(cells[str(s)]["success"]) for s in sizes)
+            lines.append(f"| {name} | " + " | ".join(rate_text(cells[str(s)]["success"]) for s in sizes)
                          + f" | {first['trainable_parameters']:,} |")
     lines += ["", "Success with 95% Wilson intervals. ![success](success.png)", "",
               "## Verdicts", "",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 
-from robovla.eval.report import COLORS
+from robovla.eval.report import COLORS, save_figure
+from robovla.eval.stats import rate_text
 from robovla.experiments.verdicts import Claim, judge, verdict_line
 from robovla.files import write_atomic
 
@@ -48,14 +48,7 @@ def plot_strategies(document: dict[str, Any], path: Path) -> Path:
     axis.grid(alpha=0.3)
     axis.spines[["top", "right"]].set_visible(False)
     axis.legend(fontsize=8, frameon=False)
-    figure.tight_layout()
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png")
-    return write_atomic(path, buffer.getvalue())
-
-
-def _rate(row: dict[str, Any]) -> str:
-    return f"{row['successes']}/{row['n']} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]"
+    return save_figure(figure, path)
 
 
 def _millions(count: int) -> str:
@@ -110,7 +103,7 @@ def write_limited_hardware_report(out: Path, document: dict[str, Any]) -> Path:
     for name, arm in strategies.items():
         training = arm["training"]
         state = training["trainable_parameters"] * 12  # fp32 gradient + AdamW's two moments
-        lines.append(f"| {name} | {_rate(arm['success'])} | {arm['paper_success']:.1f}% | "
+        lines.append(f"| {name} | {rate_text(arm['success'])} | {arm['paper_success']:.1f}% | "
                      f"{training['trainable_parameters']:,} | {training['peak_memory_mb']:,.0f} MB | "
                      f"{state / 2**20:,.1f} MB | {training['train_seconds']:.0f} s |")
     lines += ["", "Peak training RSS is the whole training process's (Python, torch, data and model): at this "
@@ -121,7 +114,7 @@ def write_limited_hardware_report(out: Path, document: dict[str, Any]) -> Path:
               "| weights | success | weight memory (all / language model) | latency, batch 1 | actions per second |",
               "|---|---|---|---|---|"]
     for name, row in precisions.items():
-        lines.append(f"| {name} | {_rate(row['success'])} | {row['weight_bytes'] / 2**20:,.1f} / "
+        lines.append(f"| {name} | {rate_text(row['success'])} | {row['weight_bytes'] / 2**20:,.1f} / "
                      f"{row['language_model_bytes'] / 2**20:,.1f} MiB | {row['latency_ms']:.1f} ms | "
                      f"{row['actions_per_second']:,.1f} |")
     first = next(iter(precisions.values()))

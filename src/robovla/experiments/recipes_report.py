@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from robovla.eval.report import COLORS
+from robovla.eval.report import COLORS, save_figure
+from robovla.eval.stats import rate_text
 from robovla.files import write_atomic
 
 
@@ -71,10 +71,7 @@ def plot_success(document: dict[str, Any], path: Path) -> Path:
     budget = document["budget"]
     axis.set_title(f"{document['episodes_per_suite']} episodes per suite; each model trained "
                    f"{budget['steps_trained']} of {budget['schedule_steps']} steps", fontsize=10)
-    figure.tight_layout()
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png")
-    return write_atomic(path, buffer.getvalue())
+    return save_figure(figure, path)
 
 
 def plot_speed(document: dict[str, Any], path: Path) -> Path:
@@ -99,10 +96,7 @@ def plot_speed(document: dict[str, Any], path: Path) -> Path:
     axis.legend(fontsize=8, frameon=False)
     threads = arms["reference"]["timing"]["threads"]
     axis.set_title(f"Policy.predict, float32, eager, {threads} CPU threads", fontsize=10)
-    figure.tight_layout()
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png")
-    return write_atomic(path, buffer.getvalue())
+    return save_figure(figure, path)
 
 
 def write_recipes_report(out: Path, document: dict[str, Any]) -> Path:
@@ -127,7 +121,7 @@ def write_recipes_report(out: Path, document: dict[str, Any]) -> Path:
         cells = []
         for suite in suites:
             row = arm["evaluation"]["conditions"][suite]
-            cells.append(f"{row['successes']}/{row['n']} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]")
+            cells.append(rate_text(row))
         training = arm["training"]
         lines.append(f"| {name} | {arm['label']} | {training['parameters']:,} | "
                      f"{training['train_seconds'] / 60:.0f} min | " + " | ".join(cells) + " |")
