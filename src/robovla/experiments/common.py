@@ -82,15 +82,23 @@ def train_to_end(config: Any) -> dict[str, Any]:
     """Train (or resume) a run to `config.stop_at or config.steps`; returns its final checkpoint and what its
     sessions cost (`run_summary`)."""
     from robovla.train import train
+
+    if needs_training(config):
+        train(config)
+    return run_summary(Path(config.out))
+
+
+def needs_training(config: Any) -> bool:
+    """Whether a run still has steps to train up to `config.stop_at or config.steps`; sets `config.resume` when it
+    continues from a checkpoint of its own."""
     from robovla.train.state import latest_checkpoint
 
-    out = Path(config.out)
-    latest = latest_checkpoint(out)
+    latest = latest_checkpoint(Path(config.out))
     target = min(config.steps, config.stop_at or config.steps)
-    if latest is None or int(latest.name.split("-")[-1]) < target:
-        config.resume = latest is not None
-        train(config)
-    return run_summary(out)
+    if latest is not None and int(latest.name.split("-")[-1]) >= target:
+        return False
+    config.resume = latest is not None
+    return True
 
 
 def run_summary(out: Path) -> dict[str, Any]:
@@ -161,13 +169,8 @@ def train_in_subprocess(config: Any, log: Path) -> dict[str, Any]:
     import subprocess
     import sys
 
-    from robovla.train.state import latest_checkpoint
-
     out = Path(config.out)
-    latest = latest_checkpoint(out)
-    target = min(config.steps, config.stop_at or config.steps)
-    if latest is None or int(latest.name.split("-")[-1]) < target:
-        config.resume = latest is not None
+    if needs_training(config):
         out.mkdir(parents=True, exist_ok=True)
         options = out / "experiment_train_config.json"
         write_json_atomic(options, config.to_dict())
