@@ -6,6 +6,7 @@ own forward pass. Both are timed in turns (`run.timed_alternately`) through `Pol
 models of each preset (speed does not depend on the weights), per batch size.
 
     python benchmarks/recipes_speed.py [--presets tabletop-cpu small] [--batches 1 8] [--modes eager compiled]
+                                       [--device cuda --dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ RECIPES = {
 }
 
 
-def policy_for(preset: str, recipe: robovla.Recipe, compiled: bool) -> robovla.Policy:
+def policy_for(preset: str, recipe: robovla.Recipe, compiled: bool, device: str = "cpu",
+               dtype: str = "float32") -> robovla.Policy:
     config = robovla.preset(preset)
     config.recipe = recipe
-    policy = robovla.Policy(robovla.build_model(config, norm_stats=STATS, seed=0), "bench", restrict_to_actions=True)
+    model = robovla.build_model(config, norm_stats=STATS, seed=0, device=device, dtype=dtype).eval()
+    policy = robovla.Policy(model, "bench", restrict_to_actions=True)
     return policy.compile() if compiled else policy
 
 
@@ -53,18 +56,22 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "compiled"])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where the models are built and run")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--json", default="benchmarks/results/recipes_speed.json")
     args = parser.parse_args()
+    device = torch.device(args.device)
     rows = []
     for preset in args.presets:
         for mode in args.modes:
-            policies = {name: policy_for(preset, recipe, mode == "compiled") for name, recipe in RECIPES.items()}
+            policies = {name: policy_for(preset, recipe, mode == "compiled", args.device, args.dtype)
+                        for name, recipe in RECIPES.items()}
             for batch in args.batches:
                 calls = [lambda p=p: p.predict(observations(p, batch)) for p in policies.values()]
                 for _ in range(2 if mode == "compiled" else 0):  # compile every shape before timing
                     for call in calls:
                         call()
-                seconds = timed_alternately(calls, args.repeats)
+                seconds = timed_alternately(calls, args.repeats, device)
                 reference = batch / seconds[0]
                 for (name, policy), latency in zip(policies.items(), seconds):
                     actions = batch * policy.recipe.action_chunk / latency
@@ -73,8 +80,10 @@ def main() -> None:
                                  "vs_reference": round(actions / reference, 2)})
                     print(f"{preset:13s} {mode:8s} {name:16s} batch {batch}: {1e3 * latency:8.1f} ms/call, "
                           f"{actions:8.1f} actions/s ({actions / reference:.1f}x the reference)", flush=True)
-    document = {"machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                            "torch": torch.__version__}, "chunk": CHUNK, "dtype": "float32", "rows": rows}
+    machine = {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if device.type == "cuda":
+        machine["device"] = torch.cuda.get_device_name(device)
+    document = {"machine": machine, "chunk": CHUNK, "dtype": args.dtype, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     from robovla.files import write_json_atomic
 

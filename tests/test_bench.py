@@ -95,3 +95,20 @@ def test_recipes_speed_times_every_recipe_against_the_reference(tmp_path, monkey
     for row in rows:
         expected = 1.0 if row["recipe"] == "reference" else None
         assert row["latency_ms"] > 0 and (expected is None or row["vs_reference"] == expected)
+
+
+def test_strategies_memory_trains_each_strategy_one_step_and_counts_its_parameters(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import strategies_memory as bench
+
+    out = tmp_path / "strategies.json"
+    monkeypatch.setattr(sys, "argv", ["strategies_memory.py", "--preset", "tiny", "--arms", "last-layer", "lora-r32",
+                                      "lora-r64", "--steps", "1", "--dtype", "bfloat16", "--json", str(out)])
+    bench.main()
+    saved = json.loads(out.read_text())
+    rows = {row["arm"]: row for row in saved["rows"]}
+    assert list(rows) == ["last-layer", "lora-r32", "lora-r64"] and saved["weights"] == "bfloat16"
+    assert rows["lora-r64"]["trainable"] == 2 * rows["lora-r32"]["trainable"]  # LoRA's count is linear in the rank
+    for row in rows.values():
+        assert 0 < row["trainable"] < row["total"] and row["step_s"] > 0 and np.isfinite(row["loss"])
+        assert "peak_memory_gb" not in row  # measured on a GPU only
