@@ -10,11 +10,11 @@ from robovla.robots import get_robot, list_robots, tabletop_robot
 
 
 def test_the_tabletop_robots_follow_their_embodiments():
-    assert list_robots() == ["tabletop-default", "tabletop-sideview", "tabletop-lab2"]
+    assert list_robots() == ["tabletop-default", "tabletop-sideview", "tabletop-lab2", "metaworld-sawyer"]
     robot = get_robot("tabletop-sideview")
     assert robot.dataset == "tabletop_sideview" and robot.action_dim == 7 and robot.state_dim == 7
     assert robot.action_names[-1] == "gripper" and robot.state_names[:3] == ("x", "y", "z")
-    with pytest.raises(RobovlaError, match="unknown robot 'ur5'; known: tabletop-default, tabletop-sideview, tabletop-lab2"):
+    with pytest.raises(RobovlaError, match="unknown robot 'ur5'; known: tabletop-default, tabletop-sideview, tabletop-lab2, metaworld"):
         get_robot("ur5")
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "collect scripted-expert episodes from a tabletop suite into a LeRobotDataset v3.0 folder"
+HELP = "collect scripted-expert episodes from a tabletop or Meta-World suite into a LeRobotDataset v3.0 folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", default="tabletop-train", help="suite name (see docs/simulator.md)")
+    parser.add_argument("--suite", default="tabletop-train",
+                        help="suite name (see docs/simulator.md), or metaworld-mt10 | metaworld-mt50 | metaworld-TASK ...")
     parser.add_argument("--episodes", type=int, default=50, help="successful episodes to keep")
     parser.add_argument("--out", required=True, help="dataset folder to write (replaced atomically)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--embodiment", default="default", help="embodiment variant: default | sideview | lab2 (the fine-tuning setup)")
-    parser.add_argument("--task", default=None, help="restrict to one task family")
+    parser.add_argument("--embodiment", default=None, help="embodiment variant: default | sideview | lab2 (the fine-tuning "
+                        "setup); Meta-World suites run on 'metaworld' (the default for them)")
+    parser.add_argument("--task", default=None, help="restrict to one task family (or one Meta-World task)")
     parser.add_argument("--image-size", type=int, default=128, help="square image size in pixels")
     parser.add_argument("--wrist-camera", action="store_true", help="also record the wrist camera")
     parser.add_argument("--seed", type=int, default=0)
@@ -38,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.image_size < 16:
         raise RobovlaError(f"--image-size must be >= 16, got {args.image_size}")
+    from robovla.eval.harness import default_embodiment
+
     config = CollectConfig(
         suite=args.suite,
         episodes=args.episodes,
-        embodiment=args.embodiment,
+        embodiment=args.embodiment or default_embodiment([args.suite]),
         image_size=args.image_size,
         wrist_camera=args.wrist_camera,
         task=args.task,

@@ -28,14 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to run")
     what.add_argument("--suite", action="append", default=None,
                       help="tabletop suite, repeatable, or 'all' (the five generalization suites; default: tabletop-train); "
-                           "SUITE:paraphrase rewrites that suite's instructions")
+                           "SUITE:paraphrase rewrites that suite's instructions; Meta-World: metaworld-mt10, "
+                           "metaworld-mt50, metaworld-easy|medium|hard|very-hard or metaworld-TASK")
     what.add_argument("--instructions", choices=["suite", "paraphrase"], default="suite",
                       help="'paraphrase': every instruction rewritten with templates no training data uses")
     what.add_argument("--episodes", type=int, default=50, help="seeded episodes per suite")
     what.add_argument("--seed", type=int, default=OFFICIAL_SEED,
                       help=f"seed of episode 0 (then +1 each); {OFFICIAL_SEED} = the official seeds that results "
                            f"report, {VALIDATION_SEED} = validation seeds for choosing settings")
-    what.add_argument("--embodiment", default="default", help="embodiment variant")
+    what.add_argument("--embodiment", default=None,
+                      help="embodiment variant (default: 'default', or 'metaworld' for Meta-World suites)")
     what.add_argument("--num-envs", type=int, default=25, help="episodes stepped together (one policy call)")
     what.add_argument("--workers", type=int, default=1, help="processes stepping the environments")
 
@@ -149,7 +151,7 @@ def resumed_arguments(args: argparse.Namespace, parser_argv: list[str]) -> list[
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from robovla.eval.harness import EvalSettings, evaluate, expand_conditions
+    from robovla.eval.harness import EvalSettings, default_embodiment, evaluate, expand_conditions
     from robovla.eval.results import one_line
 
     argv = list(getattr(args, "_argv", None) or sys.argv[1:])
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         args = build_parser().parse_args(argv)
     argv = [a for a in argv if a != "--resume"]
     conditions = expand_conditions(args.suite or ["tabletop-train"], args.instructions)
+    args.embodiment = args.embodiment or default_embodiment(conditions)
     settings = EvalSettings(conditions, args.episodes, args.seed, args.embodiment, args.num_envs, args.workers,
                             args.videos, progress=not (args.quiet or args.json))
     if args.quiet and not args.json:  # log lines (one per batch of episodes) instead of a progress bar

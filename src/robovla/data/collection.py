@@ -1,4 +1,4 @@
-"""Collect scripted-expert demonstrations from the tabletop simulator into a LeRobot v3.0 dataset.
+"""Collect scripted-expert demonstrations from the tabletop simulator (or Meta-World) into a LeRobot v3.0 dataset.
 
 Episodes run in worker processes; each successful one is staged as its own parquet file (written to a temp
 name, then renamed) in `<out>.partial/`, failed ones leave a marker. The final dataset is assembled from the
@@ -86,9 +86,9 @@ class EpisodeRecorder:
 
     def _policy_action(self, obs: dict, instruction: str) -> np.ndarray:
         assert self.policy is not None
-        from robovla.robots import tabletop_robot
+        from robovla.robots import robot_for
 
-        observation = tabletop_robot(self.config.embodiment).policy_observation(obs, instruction)
+        observation = robot_for(self.config.embodiment).policy_observation(obs, instruction)
         return self.policy.predict(observation).first[0].astype(np.float32)
 
     def run(self, attempt: int) -> tuple[int, bool, bool, int, str]:
@@ -96,7 +96,6 @@ class EpisodeRecorder:
         carries the expert's label). Returns (attempt, kept, success, frames, task)."""
         from robovla.data.episodes import Episode
         from robovla.data.lerobot_writer import episode_table
-        from robovla.sim import ScriptedExpert
         from robovla.sim.tasks import alternative_tasks
 
         scene, variant = divmod(attempt, self.config.instructions_per_scene)
@@ -109,7 +108,7 @@ class EpisodeRecorder:
                 return attempt, False, False, 0, info["task"]
             obs, info = env.reset(options={"episode": alternatives[variant - 1]})
         rng = np.random.default_rng(attempt_seed(self.config.seed, attempt))
-        expert = ScriptedExpert(env, noise=self.config.noise, rng=rng)
+        expert = env.scripted_expert(noise=self.config.noise, rng=rng)
         images, wrist, proprio, actions, grounding = [], [], [], [], []
         success = False
         for _ in range(min(env.max_episode_steps, self.config.max_frames or env.max_episode_steps)):
@@ -118,7 +117,8 @@ class EpisodeRecorder:
             if "wrist_image" in obs:
                 wrist.append(obs["wrist_image"])
             proprio.append(obs["proprio"])
-            grounding.append(env.grounding())
+            if env.has_grounding:
+                grounding.append(env.grounding())
             actions.append(action)
             if self.policy is not None and rng.random() < self.config.policy_share:
                 executed = self._policy_action(obs, info["instruction"])
@@ -134,7 +134,7 @@ class EpisodeRecorder:
             return attempt, False, False, len(actions), info["task"]
         cams = {"front": np.stack(images), **({"wrist": np.stack(wrist)} if wrist else {})}
         episode = Episode(info["instruction"], np.stack(actions), np.stack(proprio), cams, success=success,
-                          grounding=np.stack(grounding))
+                          grounding=np.stack(grounding) if grounding else None)
         table = episode_table(episode, env.embodiment.control_hz, attempt)
         tmp = self.staging / f"{name}.parquet.tmp"
         pq.write_table(table, tmp)
@@ -182,13 +182,24 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
     from tqdm import tqdm
 
     from robovla.data.lerobot_writer import write_lerobot_dataset
-    from robovla.sim import get_embodiment, list_suites
+    from robovla.sim import list_suites
+    from robovla.sim.env import embodiment_of
+    from robovla.sim.metaworld_tasks import check_task, is_metaworld_suite, suite_tasks
     from robovla.sim.variations import check_family
 
-    if config.suite not in list_suites():
-        raise RobovlaError(f"unknown suite {config.suite!r}; valid: {', '.join(list_suites())}")
-    embodiment = get_embodiment(config.embodiment)
-    check_family(config.task)
+    metaworld = is_metaworld_suite(config.suite)
+    if metaworld:
+        suite_tasks(config.suite)
+        if config.task is not None:
+            check_task(config.task)
+        if config.instructions_per_scene > 1:
+            raise RobovlaError("--instructions-per-scene needs a tabletop suite: Meta-World tasks have one instruction")
+    elif config.suite not in list_suites():
+        raise RobovlaError(f"unknown suite {config.suite!r}; valid: {', '.join(list_suites())}, or a Meta-World "
+                           "suite (metaworld-mt10, metaworld-mt50, metaworld-TASK, ...)")
+    else:
+        check_family(config.task)
+    embodiment = embodiment_of(config.suite, config.embodiment)
     if config.episodes < 1 or workers < 1 or config.instructions_per_scene < 1 or (
         config.max_frames is not None and config.max_frames < 1
     ):
@@ -256,7 +267,8 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
         "image_size": config.image_size,
         "action_scale": {"pos_step_m": embodiment.pos_step, "rot_step_rad": embodiment.rot_step, "gripper": "absolute, 1 = open"},
     }
-    write_lerobot_dataset(out, tables, fps=embodiment.control_hz, dataset_name=embodiment.dataset_name, robot_type=f"tabletop_{embodiment.name}", extra_info=extra)
+    robot_type = embodiment.robot_type if metaworld else f"tabletop_{embodiment.name}"
+    write_lerobot_dataset(out, tables, fps=embodiment.control_hz, dataset_name=embodiment.dataset_name, robot_type=robot_type, extra_info=extra)
     attempts = sum(1 for a in done if a <= chosen[-1])
     failed_count = sum(1 for a in failed if a <= chosen[-1])
     shutil.rmtree(staging)

@@ -83,17 +83,17 @@ class RandomPolicy(EvalPolicy):
 
 
 def _dataset_key(unnorm_key: str | None, embodiment: str) -> str:
-    from robovla.robots import tabletop_robot
+    from robovla.robots import robot_for
 
-    return unnorm_key or tabletop_robot(embodiment).dataset
+    return unnorm_key or robot_for(embodiment).dataset
 
 
 def _check_fit(who: str, keys: list[str], key: str, embodiment: str, action_dim: int | None,
                proprio_dim: int | None) -> None:
     """The checks shared by an in-process checkpoint and a served one."""
-    from robovla.robots import tabletop_robot
+    from robovla.robots import robot_for
 
-    robot = tabletop_robot(embodiment)
+    robot = robot_for(embodiment)
     if key not in keys:
         raise RobovlaError(f"{who} knows the datasets {keys}, but the {embodiment!r} embodiment's suites need "
                            f"{key!r}: pass --unnorm-key to choose one of the checkpoint's")
@@ -165,10 +165,10 @@ class CheckpointPolicy(EvalPolicy):
                    policy and policy.action_dim(), policy and policy.proprio_dim())
 
     def actor(self, embodiment: str) -> Actor:
-        from robovla.robots import tabletop_robot
+        from robovla.robots import robot_for
 
         return policy_actor(self._policy(_dataset_key(self.unnorm_key, embodiment)), self.execute, self.ensemble,
-                            self.grounding == "given", tabletop_robot(embodiment))
+                            self.grounding == "given", robot_for(embodiment))
 
     def _policy(self, unnorm_key: str) -> Any:
         from robovla.policy import Policy
@@ -224,9 +224,9 @@ class DiffusionCheckpointPolicy(EvalPolicy):
     def actor(self, embodiment: str) -> Actor:
         import torch
 
-        from robovla.robots import tabletop_robot
+        from robovla.robots import robot_for
 
-        key, robot = _dataset_key(self.runner.unnorm_key, embodiment), tabletop_robot(embodiment)
+        key, robot = _dataset_key(self.runner.unnorm_key, embodiment), robot_for(embodiment)
         generator = torch.Generator().manual_seed(self.runner.seed)
 
         def predict(envs: Envs, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
@@ -288,9 +288,9 @@ class ServerPolicy(EvalPolicy):
                    (m.get("action_dims") or {}).get(key), m.get("proprio_dim") if self.proprio else None)
 
     def actor(self, embodiment: str) -> Actor:
-        from robovla.robots import tabletop_robot
+        from robovla.robots import robot_for
 
-        key, robot = _dataset_key(self.unnorm_key, embodiment), tabletop_robot(embodiment)
+        key, robot = _dataset_key(self.unnorm_key, embodiment), robot_for(embodiment)
 
         def predict(envs: Envs, obs: dict[str, np.ndarray], ask: np.ndarray) -> np.ndarray:
             observations = []

@@ -6,21 +6,29 @@ dimensions with it, and the statistics key a robot's data is normalised with liv
 """
 
 from robovla.robots.base import Robot
+from robovla.robots.metaworld import metaworld_robot
 from robovla.robots.tabletop import tabletop_robot
 
-__all__ = ["Robot", "get_robot", "list_robots", "tabletop_robot"]
+__all__ = ["Robot", "get_robot", "list_robots", "metaworld_robot", "robot_for", "tabletop_robot"]
 
 
 def list_robots() -> list[str]:
     from robovla.sim.embodiments import EMBODIMENTS
 
-    return [tabletop_robot(name).name for name in EMBODIMENTS]
+    return [tabletop_robot(name).name for name in EMBODIMENTS] + [metaworld_robot().name]
 
 
 def get_robot(name: str) -> Robot:
-    """A robot by name ("tabletop-default", "tabletop-sideview"), listing the known ones on a miss."""
+    """A robot by name ("tabletop-default", "metaworld-sawyer", ...), listing the known ones on a miss."""
     from robovla.errors import RobovlaError
 
-    if not name.startswith("tabletop-") or name not in list_robots():
+    if name not in list_robots():
         raise RobovlaError(f"unknown robot {name!r}; known: {', '.join(list_robots())}")
-    return tabletop_robot(name.removeprefix("tabletop-"))
+    return metaworld_robot() if name == metaworld_robot().name else tabletop_robot(name.removeprefix("tabletop-"))
+
+
+def robot_for(embodiment: str) -> Robot:
+    """The robot a simulator embodiment drives: a tabletop embodiment's gripper, or Meta-World's Sawyer."""
+    from robovla.sim.metaworld_tasks import EMBODIMENT
+
+    return metaworld_robot() if embodiment == EMBODIMENT else tabletop_robot(embodiment)

@@ -67,6 +67,7 @@ class TabletopEnv(gymnasium.Env):
     """A tabletop manipulation episode per `reset`; the scene is re-sampled from the suite each time."""
 
     metadata = {"render_modes": ["rgb_array"]}
+    has_grounding = True  # `grounding()` gives the true target and goal positions
     action_dim = 7
 
     def __init__(self, config: EnvConfig, seed: int | None = None) -> None:
@@ -139,6 +140,18 @@ class TabletopEnv(gymnasium.Env):
 
     def render(self) -> np.ndarray:
         return self._render(self._front)
+
+    def expert_action(self) -> np.ndarray:
+        """The noise-free scripted expert's next action (`robovla.sim.expert.expert_action`)."""
+        from robovla.sim.expert import expert_action
+
+        return expert_action(self)
+
+    def scripted_expert(self, noise: float = 0.0, rng: np.random.Generator | None = None):
+        """A fresh scripted expert for the current episode (collection's: `act` labels, `perturb` explores)."""
+        from robovla.sim.expert import ScriptedExpert
+
+        return ScriptedExpert(self, noise=noise, rng=rng)
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -250,5 +263,37 @@ def make_env(
 ) -> TabletopEnv:
     """A tabletop env for one suite and embodiment; `seed` makes the sequence of episodes reproducible.
 
-    `instructions="paraphrase"` rewrites every instruction with a template that no suite uses (`PARAPHRASES`)."""
+    `instructions="paraphrase"` rewrites every instruction with a template that no suite uses (`PARAPHRASES`).
+    A Meta-World suite ("metaworld-...") gives a `MetaWorldEnv` with the same interface."""
+    from robovla.sim.metaworld_tasks import is_metaworld_suite
+
+    if is_metaworld_suite(suite):
+        check_metaworld_embodiment(suite, embodiment)
+        if instructions != "suite":
+            raise RobovlaError(f"{suite}: Meta-World suites have one phrasing per task; no {instructions!r} set")
+        from robovla.sim.metaworld_env import MetaWorldEnv
+
+        return MetaWorldEnv(suite, image_size, wrist_camera, seed, task)  # type: ignore[return-value]
     return TabletopEnv(EnvConfig(suite, embodiment, image_size, wrist_camera, task, instructions), seed=seed)
+
+
+def check_metaworld_embodiment(suite: str, embodiment: str) -> None:
+    """Meta-World suites run on Meta-World's own arm (embodiment "metaworld"), and only they do."""
+    from robovla.sim.metaworld_tasks import EMBODIMENT, is_metaworld_suite
+
+    if is_metaworld_suite(suite) != (embodiment == EMBODIMENT):
+        raise RobovlaError(f"suite {suite!r} and embodiment {embodiment!r} do not go together: Meta-World suites "
+                           f"run with embodiment {EMBODIMENT!r}, tabletop suites with a tabletop embodiment")
+
+
+def embodiment_of(suite: str, embodiment: str):
+    """The arm a suite runs on: a tabletop `Embodiment`, or Meta-World's Sawyer (`MetaWorldArm`); both give
+    `max_episode_steps`, `control_hz`, `dataset_name`, `pos_step` and `rot_step`."""
+    from robovla.sim.metaworld_tasks import is_metaworld_suite
+
+    if is_metaworld_suite(suite):
+        check_metaworld_embodiment(suite, embodiment)
+        from robovla.sim.metaworld_env import ARM
+
+        return ARM
+    return get_embodiment(embodiment)

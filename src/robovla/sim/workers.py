@@ -82,14 +82,14 @@ class ProcessVectorEnv:
 
     def configure(self, env_kwargs: list[dict[str, Any]]) -> None:
         """Build one env per `make_env` keyword dict, split over the workers in order."""
-        from robovla.sim.embodiments import get_embodiment
+        from robovla.sim.env import embodiment_of
 
         bounds = np.linspace(0, len(env_kwargs), len(self._connections) + 1).round().astype(int)
         self._slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
         self._call_each("configure", [env_kwargs[s] for s in self._slices])
         self.done = np.zeros(len(env_kwargs), dtype=bool)
-        self.max_episode_steps = max(get_embodiment(k.get("embodiment", "default")).max_episode_steps
-                                     for k in env_kwargs)
+        self.max_episode_steps = max(embodiment_of(k.get("suite", "tabletop-train"),
+                                                   k.get("embodiment", "default")).max_episode_steps for k in env_kwargs)
 
     def reset(self, seeds: list[int | None] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
         seeds = list(seeds) if seeds is not None else [None] * len(self)
