@@ -128,7 +128,7 @@ def test_collect_train_and_evaluate_on_one_task(tmp_path):
 
     out = tmp_path / "run"
     train(TrainConfig(datasets=[str(data)], out=str(out), steps=2, batch_size=4, precision="fp32", save_every=0,
-                      progress=False, log_every=1))
+                      progress=False, log_every=1, action_chunk=8, decoding="parallel"))  # 500 steps in 63 passes
     checkpoint = next(p for p in sorted((out / "checkpoints").iterdir()) if (p / "config.json").is_file())
     model = robovla.load_pretrained(checkpoint)
     results = evaluate(CheckpointPolicy(model, checkpoint), EvalSettings(("metaworld-reach",), episodes=1, num_envs=1,
