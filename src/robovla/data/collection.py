@@ -96,6 +96,7 @@ class EpisodeRecorder:
         carries the expert's label). Returns (attempt, kept, success, frames, task)."""
         from robovla.data.episodes import Episode
         from robovla.data.lerobot_writer import episode_table
+        from robovla.sim.expert import scripted_expert
         from robovla.sim.tasks import alternative_tasks
 
         scene, variant = divmod(attempt, self.config.instructions_per_scene)
@@ -108,7 +109,7 @@ class EpisodeRecorder:
                 return attempt, False, False, 0, info["task"]
             obs, info = env.reset(options={"episode": alternatives[variant - 1]})
         rng = np.random.default_rng(attempt_seed(self.config.seed, attempt))
-        expert = env.scripted_expert(noise=self.config.noise, rng=rng)
+        expert = scripted_expert(env, noise=self.config.noise, rng=rng)
         images, wrist, proprio, actions, grounding = [], [], [], [], []
         success = False
         for _ in range(min(env.max_episode_steps, self.config.max_frames or env.max_episode_steps)):

@@ -141,18 +141,6 @@ class TabletopEnv(gymnasium.Env):
     def render(self) -> np.ndarray:
         return self._render(self._front)
 
-    def expert_action(self) -> np.ndarray:
-        """The noise-free scripted expert's next action (`robovla.sim.expert.expert_action`)."""
-        from robovla.sim.expert import expert_action
-
-        return expert_action(self)
-
-    def scripted_expert(self, noise: float = 0.0, rng: np.random.Generator | None = None):
-        """A fresh scripted expert for the current episode (collection's: `act` labels, `perturb` explores)."""
-        from robovla.sim.expert import ScriptedExpert
-
-        return ScriptedExpert(self, noise=noise, rng=rng)
-
     def close(self) -> None:
         if self._renderer is not None:
             self._renderer.close()

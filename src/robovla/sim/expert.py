@@ -163,9 +163,20 @@ class ScriptedExpert:
         return self._move(target, yaw, 0.0, speed=0.6)
 
 
+def scripted_expert(env: TabletopEnv, noise: float = 0.0, rng: np.random.Generator | None = None):
+    """A fresh expert for the env's current episode, for collection (`act` labels, `perturb` explores): the
+    tabletop's `ScriptedExpert`, or the expert an env brings of its own (Meta-World's scripted policies)."""
+    if not isinstance(env, TabletopEnv):
+        return env.scripted_expert(noise, rng)
+    return ScriptedExpert(env, noise=noise, rng=rng)
+
+
 def expert_action(env: TabletopEnv) -> np.ndarray:
     """The noise-free scripted expert's next action for the env's current episode (its expert is made at the
-    first call after a reset and kept on the env: it remembers the episode's phase)."""
+    first call after a reset and kept on the env: it remembers the episode's phase). An env of another
+    simulator (`MetaWorldEnv`) answers with its own expert."""
+    if not isinstance(env, TabletopEnv):
+        return env.expert_action()
     if env.episode is None:
         raise RuntimeError("call env.reset() before expert_action(env)")
     if env.expert is None or env.expert.episode is not env.episode:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from robovla.sim.env import TabletopEnv, make_env
+from robovla.sim.expert import expert_action
 
 
 class VectorEnv:
@@ -58,7 +59,7 @@ class VectorEnv:
     def expert_actions(self) -> np.ndarray:
         """The scripted expert's next action for every env (zeros with an open gripper for finished ones)."""
         idle = np.array([0, 0, 0, 0, 0, 0, 1], dtype=np.float32)
-        return np.stack([idle if self.done[k] else env.expert_action() for k, env in enumerate(self.envs)])
+        return np.stack([idle if self.done[k] else expert_action(env) for k, env in enumerate(self.envs)])
 
     def grounding(self) -> np.ndarray:
         """[N, 4]: every env's true target and goal positions (privileged state, `TabletopEnv.grounding`)."""
