@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 import robovla
+from robovla.experiments.limited_hardware import ARMS as STRATEGY_ARMS
 from robovla.files import write_json_atomic
 from robovla.train.config import TrainConfig
 from robovla.train.strategies import apply_strategy
 
-ARMS = {"full": ("full", 32), "frozen-vision": ("frozen-vision", 32), "sandwich": ("sandwich", 32),
-        "last-layer": ("last-layer", 32), "lora-r32": ("lora", 32), "lora-r64": ("lora", 64)}
+ARMS = {arm.name: arm for arm in STRATEGY_ARMS}  # the limited-hardware experiment's six strategies
 STATS = {"bench": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7, "mask": [True] * 6 + [False]}}}
 
 
@@ -40,14 +40,14 @@ def synthetic_batch(model: robovla.VLA, batch_size: int, device: torch.device) -
 
 
 def measure(preset: str, arm: str, batch_size: int, steps: int, device: torch.device, dtype: str) -> dict:
-    strategy, rank = ARMS[arm]
+    strategy = ARMS[arm]
     if device.type == "cuda":
         gc.collect()  # the previous arm's model (or an out-of-memory arm's remains)
         torch.cuda.empty_cache()
     model = robovla.build_model(preset, device=device, dtype=dtype, norm_stats=STATS, seed=0)
     if device.type == "cuda":  # building passes through float32: the peak counted is training's alone
         torch.cuda.reset_peak_memory_stats(device)
-    wrapped, report = apply_strategy(model, TrainConfig(strategy=strategy, lora_rank=rank))
+    wrapped, report = apply_strategy(model, TrainConfig(strategy=strategy.strategy, lora_rank=strategy.lora_rank))
     optimizer = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=1e-5)
     batch = synthetic_batch(model, batch_size, device)
     seconds = []

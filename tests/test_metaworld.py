@@ -50,7 +50,8 @@ def test_the_task_tables_name_fifty_tasks_in_four_difficulty_groups():
 
 
 def test_suites_and_embodiments_must_go_together():
-    from robovla.eval.harness import EvalSettings, default_embodiment
+    from robovla.eval.harness import EvalSettings
+    from robovla.sim.env import default_embodiment
 
     assert default_embodiment(("metaworld-mt10", "metaworld-hard")) == "metaworld"
     assert default_embodiment(("metaworld-mt10", "tabletop-train")) == "default"

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.image_size < 16:
         raise RobovlaError(f"--image-size must be >= 16, got {args.image_size}")
-    from robovla.eval.harness import default_embodiment
+    from robovla.sim.env import default_embodiment
 
     config = CollectConfig(
         suite=args.suite,

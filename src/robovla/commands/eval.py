@@ -151,7 +151,8 @@ def resumed_arguments(args: argparse.Namespace, parser_argv: list[str]) -> list[
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from robovla.eval.harness import EvalSettings, default_embodiment, evaluate, expand_conditions
+    from robovla.eval.harness import EvalSettings, evaluate, expand_conditions, split_condition
+    from robovla.sim.env import default_embodiment
     from robovla.eval.results import one_line
 
     argv = list(getattr(args, "_argv", None) or sys.argv[1:])
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         args = build_parser().parse_args(argv)
     argv = [a for a in argv if a != "--resume"]
     conditions = expand_conditions(args.suite or ["tabletop-train"], args.instructions)
-    args.embodiment = args.embodiment or default_embodiment(conditions)
+    args.embodiment = args.embodiment or default_embodiment([split_condition(c)[0] for c in conditions])
     settings = EvalSettings(conditions, args.episodes, args.seed, args.embodiment, args.num_envs, args.workers,
                             args.videos, progress=not (args.quiet or args.json))
     if args.quiet and not args.json:  # log lines (one per batch of episodes) instead of a progress bar

@@ -188,8 +188,7 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
     from robovla.sim.metaworld_tasks import check_task, is_metaworld_suite, suite_tasks
     from robovla.sim.variations import check_family
 
-    metaworld = is_metaworld_suite(config.suite)
-    if metaworld:
+    if is_metaworld_suite(config.suite):
         suite_tasks(config.suite)
         if config.task is not None:
             check_task(config.task)
@@ -268,8 +267,7 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
         "image_size": config.image_size,
         "action_scale": {"pos_step_m": embodiment.pos_step, "rot_step_rad": embodiment.rot_step, "gripper": "absolute, 1 = open"},
     }
-    robot_type = embodiment.robot_type if metaworld else f"tabletop_{embodiment.name}"
-    write_lerobot_dataset(out, tables, fps=embodiment.control_hz, dataset_name=embodiment.dataset_name, robot_type=robot_type, extra_info=extra)
+    write_lerobot_dataset(out, tables, fps=embodiment.control_hz, dataset_name=embodiment.dataset_name, robot_type=embodiment.robot_type, extra_info=extra)
     attempts = sum(1 for a in done if a <= chosen[-1])
     failed_count = sum(1 for a in failed if a <= chosen[-1])
     shutil.rmtree(staging)

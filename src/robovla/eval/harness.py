@@ -65,15 +65,10 @@ class EvalSettings:
             raise RobovlaError(f"videos must be >= 0, got {self.videos}")
         if not self.conditions:
             raise RobovlaError("no suite to evaluate")
-        from robovla.sim.env import check_metaworld_embodiment
-        from robovla.sim.metaworld_tasks import EMBODIMENT
+        from robovla.sim.env import embodiment_of
 
         for condition in self.conditions:
-            check_metaworld_embodiment(split_condition(condition)[0], self.embodiment)
-        if self.embodiment != EMBODIMENT:
-            from robovla.sim import get_embodiment
-
-            get_embodiment(self.embodiment)
+            embodiment_of(split_condition(condition)[0], self.embodiment)
 
 
 def split_condition(condition: str) -> tuple[str, str]:
@@ -91,13 +86,6 @@ def split_condition(condition: str) -> tuple[str, str]:
     if instructions not in ("", PARAPHRASE):
         raise RobovlaError(f"unknown instruction set {instructions!r} in {condition!r}; valid: {PARAPHRASE}")
     return suite, instructions or "suite"
-
-
-def default_embodiment(conditions: tuple[str, ...] | list[str]) -> str:
-    """The embodiment suites run under when none is named: Meta-World's arm for its suites, else the tabletop's."""
-    from robovla.sim.metaworld_tasks import EMBODIMENT, is_metaworld_suite
-
-    return EMBODIMENT if conditions and all(is_metaworld_suite(c.partition(":")[0]) for c in conditions) else "default"
 
 
 def expand_conditions(suites: list[str], instructions: str = "suite") -> tuple[str, ...]:

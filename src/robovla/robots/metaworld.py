@@ -21,7 +21,6 @@ from robovla.robots.base import Robot
 from robovla.robots.tabletop import ACTION_NAMES, STATE_NAMES
 
 DATASET = "metaworld_sawyer"
-ROTATIONS = slice(3, 6)  # the model layout's rotation deltas: always 0 here
 
 
 def metaworld_robot() -> Robot:

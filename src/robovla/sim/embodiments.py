@@ -46,6 +46,11 @@ class Embodiment:
         """Statistics key (`unnorm_key`) of data collected with this embodiment."""
         return f"tabletop_{self.name}"
 
+    @property
+    def robot_type(self) -> str:
+        """The `robot_type` its LeRobot datasets record."""
+        return f"tabletop_{self.name}"
+
     def table_points(self, grid: int, height: float = 0.02) -> np.ndarray:
         """[grid * grid, 2]: where the ray through each cell centre of a grid x grid split of the front camera's
         (square) image meets the plane z = `height` (x, y in metres; cells row by row from the top left, the

@@ -274,13 +274,21 @@ def check_metaworld_embodiment(suite: str, embodiment: str) -> None:
                            f"run with embodiment {EMBODIMENT!r}, tabletop suites with a tabletop embodiment")
 
 
+def default_embodiment(suites: list[str] | tuple[str, ...]) -> str:
+    """The embodiment suites run under when none is named: Meta-World's arm for its suites, else the tabletop's."""
+    from robovla.sim.metaworld_tasks import EMBODIMENT, is_metaworld_suite
+
+    return EMBODIMENT if suites and all(is_metaworld_suite(s) for s in suites) else "default"
+
+
 def embodiment_of(suite: str, embodiment: str):
-    """The arm a suite runs on: a tabletop `Embodiment`, or Meta-World's Sawyer (`MetaWorldArm`); both give
-    `max_episode_steps`, `control_hz`, `dataset_name`, `pos_step` and `rot_step`."""
+    """The arm a suite runs on, after checking the two go together: a tabletop `Embodiment`, or Meta-World's Sawyer
+    (`MetaWorldArm`); both give `max_episode_steps`, `control_hz`, `dataset_name`, `robot_type`, `pos_step` and
+    `rot_step`."""
     from robovla.sim.metaworld_tasks import is_metaworld_suite
 
+    check_metaworld_embodiment(suite, embodiment)
     if is_metaworld_suite(suite):
-        check_metaworld_embodiment(suite, embodiment)
         from robovla.sim.metaworld_env import ARM
 
         return ARM

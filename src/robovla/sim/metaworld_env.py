@@ -20,6 +20,7 @@ import numpy as np
 
 from robovla.errors import RobovlaError
 from robovla.robots.metaworld import DATASET, from_metaworld_action, metaworld_state, to_metaworld_action
+from robovla.sim.env import ACTION_HIGH, ACTION_LOW
 from robovla.sim.metaworld_tasks import INSTRUCTIONS, check_task, difficulty_of, env_name, suite_tasks
 from robovla.sim.render import OffscreenRenderer
 
@@ -73,7 +74,7 @@ def import_metaworld():
         import metaworld.policies
     except ImportError as error:
         raise RobovlaError(f"Meta-World suites need the metaworld package ({error}); install it with "
-                           "`pip install -e '.[metaworld]'` or `make install-metaworld`") from None
+                           "`pip install -e '.[metaworld]'`") from None
     import mujoco
 
     if mujoco.__version__ != MUJOCO_VERSION:
@@ -88,6 +89,7 @@ class MetaWorldEnv(gymnasium.Env):
     metadata = {"render_modes": ["rgb_array"]}
     has_grounding = False  # no grounding labels: Meta-World's targets are not the tabletop's objects and squares
     embodiment = ARM
+    max_episode_steps = ARM.max_episode_steps
 
     def __init__(self, suite: str, image_size: int = 224, wrist_camera: bool = False, seed: int | None = None,
                  task: str | None = None) -> None:
@@ -95,15 +97,13 @@ class MetaWorldEnv(gymnasium.Env):
         self.suite = suite
         self.tasks = (check_task(task),) if task else suite_tasks(suite)
         self.image_size, self.wrist_camera = image_size, wrist_camera
-        self.max_episode_steps = MAX_EPISODE_STEPS
         self.render_mode = "rgb_array"
         image = gymnasium.spaces.Box(0, 255, (image_size, image_size, 3), dtype=np.uint8)
         spaces = {"image": image, "proprio": gymnasium.spaces.Box(-np.inf, np.inf, (7,), dtype=np.float32)}
         if wrist_camera:
             spaces["wrist_image"] = image
         self.observation_space = gymnasium.spaces.Dict(spaces)
-        low = np.array([-1, -1, -1, 0, 0, 0, 0], dtype=np.float32)
-        self.action_space = gymnasium.spaces.Box(low, np.ones(7, dtype=np.float32), dtype=np.float32)
+        self.action_space = gymnasium.spaces.Box(ACTION_LOW, ACTION_HIGH, dtype=np.float32)  # rotations ignored
         self._rng = np.random.default_rng(seed)
         self._envs: dict[str, Any] = {}  # task -> its Meta-World env, made on first use
         self._renderer: OffscreenRenderer | None = None
@@ -138,7 +138,7 @@ class MetaWorldEnv(gymnasium.Env):
         return self._observe(), float(success), success, truncated, self._info(success)
 
     def render(self) -> np.ndarray:
-        return self._observe()["image"]
+        return self._front()
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -187,9 +187,11 @@ class MetaWorldEnv(gymnasium.Env):
             self._bound = self.task
         return self._renderer.render(env.model, env.data, env.model.camera(camera).id)
 
+    def _front(self) -> np.ndarray:
+        return self._render(FRONT_CAMERA)[::-1, ::-1].copy()  # corner2 looks upside down: turn it 180 degrees
+
     def _observe(self) -> dict:
-        front = self._render(FRONT_CAMERA)[::-1, ::-1].copy()  # corner2 looks upside down: turn it 180 degrees
-        obs = {"image": front, "proprio": metaworld_state(self._raw)}
+        obs = {"image": self._front(), "proprio": metaworld_state(self._raw)}
         if self.wrist_camera:
             obs["wrist_image"] = self._render(WRIST_CAMERA)
         return obs
