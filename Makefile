@@ -5,15 +5,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench eval-shipped experiment-recipes experiment-fine-tuning experiment-limited-hardware policy policy-gpu policy-pointer clean
+.PHONY: install demo test test-slow bench eval-shipped experiment-recipes experiment-fine-tuning experiment-limited-hardware experiment-metaworld install-metaworld policy policy-gpu policy-pointer clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch + torchvision come from the machine's local wheel store (CPU execution).
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(MUJOCO4_OUT)
 	$(PY) -m pip install -q -e '.[all,test]'
 	touch $(STAMP)
+
+# MuJoCo 4's split packages (mujoco-core, mujoco-studio*) write into the same mujoco/ folder as 3.3.0, which the
+# metaworld extra pins: a venv that had MuJoCo 4 drops all of them before 3.3.0 goes in, or `import mujoco` breaks
+MUJOCO4_OUT = if $(PY) -m pip show -q mujoco-core 2>/dev/null; then \
+	$(PY) -m pip uninstall -q -y mujoco mujoco-core mujoco-studio mujoco-studio-wasm; fi
 
 install: $(STAMP)
 
@@ -59,6 +65,16 @@ experiment-limited-hardware: $(STAMP)
 	# results/limited-hardware: six fine-tuning strategies, then fp32/bf16/int8/int4 weights of the best, and the
 	# strategies' trainable counts on openvla-7b (about 35 min on 2 cores); rerun to resume
 	$(VENV)/bin/robovla experiment limited-hardware
+
+install-metaworld: $(STAMP)
+	# the metaworld extra (metaworld 3.1.1 + the mujoco 3.3.0 it pins) into an existing venv; `make install` has it
+	$(MUJOCO4_OUT)
+	$(PY) -m pip install -q -e '.[metaworld]'
+
+experiment-metaworld: $(STAMP)
+	# results/metaworld: a VLA and Diffusion Policy trained on Meta-World MT10 beside published rows, then the scripted
+	# experts on MT50 (about 2 h + 40 min on 2 cores); rerun to resume
+	$(VENV)/bin/robovla experiment metaworld
 
 policy: $(STAMP)
 	# the shipped tabletop-cpu policy from nothing (~4.5 h on 2 cores); re-run to resume after a kill

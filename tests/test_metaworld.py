@@ -79,6 +79,62 @@ def test_a_missing_extra_or_a_mujoco_clash_is_one_line_saying_the_fix(monkeypatc
         import_metaworld()
 
 
+def test_results_break_meta_world_down_per_task_and_difficulty(tmp_path):
+    from robovla.eval.report import write_report
+    from robovla.eval.results import format_tables, summarize
+
+    outcomes = {"reach": [True, True], "push": [False, True], "pick-place": [False, False]}  # easy, hard, hard
+    records = [{"condition": "metaworld-mt10", "suite": "metaworld-mt10", "instructions": "suite", "episode": 10 * k + i,
+                "seed": 10 * k + i, "embodiment": "metaworld", "family": task, "instruction": INSTRUCTIONS[task],
+                "success": success, "steps": 100, "seconds": 1.0, "failure": None}
+               for k, (task, runs) in enumerate(outcomes.items()) for i, success in enumerate(runs)]
+    results = summarize(records, {"conditions": ["metaworld-mt10"]})
+    row = results["conditions"]["metaworld-mt10"]
+    assert {g: (r["successes"], r["n"]) for g, r in row["difficulties"].items()} == {"easy": (2, 2), "hard": (1, 4)}
+    assert row["families"]["push"]["successes"] == 1 and row["successes"] == 3
+    tables = format_tables(results)
+    assert "| pick-place | hard | 0/2" in tables and "| easy | hard |" in tables
+    write_report(tmp_path, results)
+    assert (tmp_path / "tasks.png").stat().st_size > 0 and "tasks.png" in (tmp_path / "report.md").read_text()
+
+
+def test_the_experiment_report_sets_published_rows_beside_ours_and_checks_the_experts(tmp_path):
+    from robovla.eval.stats import rate_summary
+    from robovla.experiments.metaworld_report import expert_comparison, group_mean, write_metaworld_report
+
+    def success(per_task: dict[str, tuple[int, int]]) -> dict:
+        groups: dict[str, list[int]] = {}
+        for task, (k, n) in per_task.items():
+            totals = groups.setdefault(difficulty_of(task), [0, 0])
+            totals[0], totals[1] = totals[0] + k, totals[1] + n
+        return {**rate_summary(sum(k for k, _ in per_task.values()), sum(n for _, n in per_task.values())),
+                "families": {t: rate_summary(k, n) for t, (k, n) in per_task.items()},
+                "difficulties": {g: rate_summary(k, n) for g, (k, n) in groups.items()}}
+
+    mt10 = success({t: (10 if difficulty_of(t) == "easy" else 5, 10) for t in MT10})
+    assert group_mean(mt10) == pytest.approx(100 * (1.0 + 0.5 + 0.5) / 3)  # the mean of the groups, not episodes
+    experts = success({"reach": (10, 10), "soccer": (8, 10), "stick-pull": (7, 10)})
+    comparison = "\n".join(expert_comparison(experts))
+    # soccer's floor is Meta-World's v2 figure (88%); stick-pull has none, so the v3 test's 80% applies
+    assert "| soccer | medium | 8/10 [49%, 94%] **below** | >= 88% (v2) |" in comparison
+    assert "| stick-pull | very-hard | 7/10 [40%, 89%] **below** | >= 80% (v3) |" in comparison
+    assert "| reach | easy | 10/10 [72%, 100%] | >= 99% (v2) |" in comparison
+    training = {"train_seconds": 600.0, "parameters": 6_000_000}
+    document = {"command": None, "scale": "full", "simulator": {"mujoco": "3.3.0", "metaworld": "3.1.1"},
+                "demonstrations": {"episodes": 200, "frames": 30000, "seed": 2201, "noise": 0.1,
+                                   "folder": "runs/metaworld/demos"},
+                "cameras": ["image", "wrist_image"], "image_size": 128, "batch_size": 32, "episodes": 100,
+                "policies": {"expert": {"label": "experts", "success": mt10},
+                             "vla": {"label": "vla", "steps": 1500, "training": training, "success": mt10}},
+                "experts_mt50": {"folder": "experts-mt50", "episodes": 30, "success": experts},
+                "wall_seconds": {"demos": 60.0, "train/vla": 600.0, "eval/expert-mt50": 120.0}}
+    report = write_metaworld_report(tmp_path, document).read_text()
+    assert "| SmolVLA | 0.45B | MT50 | 82.5 | 41.8 | 45.0 | 60.0 | 57.3 |" in report
+    assert "| robovla: vla | 6.0M | MT10 | 100.0 | 50.0 | 50.0 | - | 66.7 | this run |" in report
+    assert "The MT10 pipeline (everything but `eval/expert-mt50`): 11 min." in report
+    assert (tmp_path / "tasks.png").stat().st_size > 0
+
+
 # -------------------------------------------------------------------------------------- with metaworld
 def test_the_instruction_table_covers_every_metaworld_task():
     env_dict = pytest.importorskip("metaworld.env_dict")
@@ -140,3 +196,24 @@ def test_collect_train_and_evaluate_on_one_task(tmp_path):
                  "--out", str(tmp_path / "expert"), "--quiet"]) == 0
     expert = json.loads((tmp_path / "expert" / "results.json").read_text())
     assert expert["conditions"]["metaworld-reach"]["successes"] == 2
+
+
+@pytest.mark.slow  # a few minutes on 2 cores
+def test_the_metaworld_experiment_runs_end_to_end_and_resumes(tmp_path):
+    pytest.importorskip("metaworld")
+    from robovla.cli import main
+
+    out, work = tmp_path / "results", tmp_path / "work"
+    argv = ["experiment", "metaworld", "--quick", "--work", str(work), "--out", str(out)]
+    assert main(argv) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert list(document["policies"]) == ["expert", "vla", "diffusion"]
+    assert all(p["success"]["n"] == document["episodes"] for p in document["policies"].values())
+    assert document["policies"]["expert"]["success"]["successes"] == 2  # reach and push, by their experts
+    assert document["experts_mt50"]["success"]["n"] == 2 and document["simulator"]["metaworld"] == "3.1.1"
+    report = (out / "report.md").read_text()
+    assert "SmolVLA" in report and "Meta-World's floor" in report and (out / "tasks.png").exists()
+    assert json.loads((out / "experts-mt50" / "results.json").read_text())["conditions"]["metaworld-mt50"]["n"] == 2
+    stages = json.loads((work / "experiment.json").read_text())["stages"]
+    assert main(argv) == 0  # a rerun finds every stage done
+    assert json.loads((work / "experiment.json").read_text())["stages"] == stages

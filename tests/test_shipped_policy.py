@@ -42,12 +42,17 @@ def test_shipped_policy_succeeds_on_seeded_scenes():
 
 @pytest.mark.slow
 def test_shipped_policy_reproduces_its_committed_results(tmp_path):
-    """results/shipped-policy (make eval-shipped) again, 300 episodes: the same successes, episode by episode."""
+    """results/shipped-policy (make eval-shipped) again, 300 episodes: the same successes, episode by episode, on
+    the MuJoCo version they were measured on (another version renders frames that differ in low bits)."""
+    from importlib.metadata import version
     from pathlib import Path
 
     from robovla.cli import main
 
     committed = Path(__file__).resolve().parents[1] / "results" / "shipped-policy"
+    measured_on = json.loads((committed / "results.json").read_text())["simulator"]["mujoco"]
+    if measured_on != version("mujoco"):
+        pytest.skip(f"results/shipped-policy was measured on mujoco {measured_on}; this is {version('mujoco')}")
     recorded = json.loads((committed / "run.json").read_text())["argv"]
     argv = list(recorded)
     del argv[argv.index("--videos"): argv.index("--videos") + 2]  # the videos are not what is compared

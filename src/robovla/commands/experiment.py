@@ -8,8 +8,9 @@ import shlex
 HELP = ("Run an experiment end to end (collect -> train -> evaluate -> report), resuming whatever a previous run "
         "left. recipes: the parallel-decoding recipe (OpenVLA-OFT) against the reference recipe; fine-tuning: the "
         "generalist fine-tuned on a new robot setup against Diffusion Policy and training from scratch, for 10-150 "
-        "demonstrations; limited-hardware: fine-tuning strategies, then fp32/bf16/int8/int4 weights.")
-EXPERIMENTS = ("recipes", "fine-tuning", "limited-hardware")
+        "demonstrations; limited-hardware: fine-tuning strategies, then fp32/bf16/int8/int4 weights; metaworld: a VLA and "
+        "Diffusion Policy trained on Meta-World's MT10 beside published results (needs the metaworld extra).")
+EXPERIMENTS = ("recipes", "fine-tuning", "limited-hardware", "metaworld")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
 
         document = fine_tuning.run(fine_tuning.FineTuningSettings(**common), command)
         lines = [verdict_line(v) for v in verdicts(document)]
+    elif args.name == "metaworld":
+        from robovla.eval.stats import rate_text
+        from robovla.experiments import metaworld
+
+        document = metaworld.run(metaworld.MetaWorldSettings(**common), command)
+        lines = [f"- {name}: {document['suite']} {rate_text(policy['success'])}"
+                 for name, policy in document["policies"].items()]
     else:
         from robovla.experiments import limited_hardware
         from robovla.experiments.limited_hardware_report import verdicts

@@ -301,6 +301,7 @@ def _summarize(log: EpisodeLog, run: dict[str, Any], settings: EvalSettings) -> 
         "command": run.get("command"),
         "robovla_version": robovla.__version__,
         "git_commit": source_revision(),
+        "simulator": simulator_versions(settings.conditions),
         "policy": run["policy"],
         "settings": settings.fingerprint(),
         "conditions": list(settings.conditions),
@@ -311,6 +312,23 @@ def _summarize(log: EpisodeLog, run: dict[str, Any], settings: EvalSettings) -> 
     }
     wanted = {(c, k) for c in settings.conditions for k in range(settings.episodes)}
     return summarize([r.to_dict() for key, r in log.records.items() if key in wanted], header)
+
+
+def simulator_versions(conditions: tuple[str, ...]) -> dict[str, str | None]:
+    """The simulator packages the episodes ran on (rendered frames, and so a policy's successes, may differ across
+    MuJoCo versions): mujoco, and metaworld for Meta-World suites."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from robovla.sim.metaworld_tasks import is_metaworld_suite
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    packages = ["mujoco", *(["metaworld"] if any(is_metaworld_suite(c.partition(":")[0]) for c in conditions) else [])]
+    return {name: installed(name) for name in packages}
 
 
 def source_revision() -> str | None:

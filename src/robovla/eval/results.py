@@ -4,7 +4,7 @@ Layout (schema "robovla.eval.results/1"):
 - the header the harness passes: command, robovla_version, git_commit, policy, settings, conditions (in order);
 - "overall": n, successes, rate, ci95 (Wilson 95%), mean_steps;
 - "conditions": per condition (a suite, or "SUITE:paraphrase"): the same, plus its suite, instruction set, failure
-  counts by reason and a row per task family;
+  counts by reason and a row per task family (per task on Meta-World, which adds a row per difficulty group);
 - "timing": wall-clock, episodes per minute, sessions. Only this part depends on how the run went (interrupted,
   resumed, how many workers): everything else is a pure function of the records, in any order.
 """
@@ -31,8 +31,18 @@ def _rows(records: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_steps": round(sum(steps) / len(steps), 2) if steps else None}
 
 
+def _difficulties(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Success per Meta-World difficulty group (the episode's family is its task), in the groups' order."""
+    from robovla.sim.metaworld_tasks import DIFFICULTY, difficulty_of
+
+    return {group: rate_summary(sum(bool(r["success"]) for r in rows), len(rows)) for group in DIFFICULTY
+            if (rows := [r for r in records if difficulty_of(r["family"]) == group])}
+
+
 def summarize(records: list[dict[str, Any]], header: dict[str, Any]) -> dict[str, Any]:
     """The results.json document of `records` (one dict per episode; the last of duplicates wins)."""
+    from robovla.sim.metaworld_tasks import is_metaworld_suite
+
     order = list(header.get("conditions") or sorted({r["condition"] for r in records}))
     latest = {(r["condition"], r["episode"]): r for r in records}
     ranked = sorted(latest.values(), key=lambda r: (order.index(r["condition"]) if r["condition"] in order
@@ -51,6 +61,8 @@ def summarize(records: list[dict[str, Any]], header: dict[str, Any]) -> dict[str
         suite, _, instructions = condition.partition(":")
         conditions[condition] = {**_rows(mine), "suite": suite, "instructions": instructions or "suite",
                                  "failures": dict(sorted(failures.items())), "families": families}
+        if is_metaworld_suite(suite):
+            conditions[condition]["difficulties"] = _difficulties(mine)
     timing = dict(header.get("timing") or {})
     timing["episode_seconds"] = round(sum(r.get("seconds", 0.0) for r in ranked), 1)
     body = {k: v for k, v in header.items() if k != "timing"}
@@ -83,14 +95,40 @@ def format_tables(results: dict[str, Any]) -> str:
         counts = " | ".join(str(row["failures"].get(r, 0)) for r in reasons)
         lines.append(f"| {name} | {row['successes']}/{row['n']} | {rate} | {percent_interval(row)} | "
                      f"{row['mean_steps']} | {counts} |")
+    from robovla.sim.metaworld_tasks import DIFFICULTY
+
     families = [f for f in _families() if any(f in row["families"] for row in results["conditions"].values())]
-    lines += ["", "| condition | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
-    for name, row in results["conditions"].items():
-        cells = []
-        for family in families:
-            f = row["families"].get(family)
-            cells.append(f"{f['successes']}/{f['n']} {percent_interval(f)}" if f else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if families:
+        lines += ["", _breakdown(results["conditions"], "families", families)]
+    if any("difficulties" in row for row in results["conditions"].values()):
+        lines += ["", _breakdown(results["conditions"], "difficulties", list(DIFFICULTY)), "", _task_rows(results)]
+    return "\n".join(lines)
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    return f"{row['successes']}/{row['n']} {percent_interval(row)}" if row else "-"
+
+
+def _breakdown(conditions: dict[str, Any], key: str, columns: list[str]) -> str:
+    """One row per condition, one column per task family or difficulty group."""
+    columns = [c for c in columns if any(c in row.get(key, {}) for row in conditions.values())]
+    lines = ["| condition | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(_cell(row.get(key, {}).get(c)) for c in columns) + " |"
+              for name, row in conditions.items() if key in row]
+    return "\n".join(lines)
+
+
+def _task_rows(results: dict[str, Any]) -> str:
+    """Meta-World: one row per task (with its difficulty group), one column per condition that ran it."""
+    from robovla.sim.metaworld_tasks import DIFFICULTY, difficulty_of
+
+    names = [name for name, row in results["conditions"].items() if "difficulties" in row]
+    tasks = sorted({t for name in names for t in results["conditions"][name]["families"]},
+                   key=lambda t: (list(DIFFICULTY).index(difficulty_of(t)), t))
+    lines = ["| task | difficulty | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    lines += [f"| {task} | {difficulty_of(task)} | "
+              + " | ".join(_cell(results["conditions"][name]["families"].get(task)) for name in names) + " |"
+              for task in tasks]
     return "\n".join(lines)
 
 

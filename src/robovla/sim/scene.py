@@ -90,7 +90,9 @@ def build_mjcf(spec: EpisodeSpec, embodiment: Embodiment, image_size: int) -> st
     palm_w = open_max + 2 * fx
     return f"""<mujoco model="tabletop">
   <compiler angle="radian"/>
-  <option timestep="{TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="5"/>
+  <option timestep="{TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="5">
+    <flag multiccd="enable"/>
+  </option>
   <visual>
     <global offwidth="{image_size}" offheight="{image_size}"/>
     <quality shadowsize="0" offsamples="0"/>
