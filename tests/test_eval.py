@@ -160,6 +160,10 @@ def test_rerun_resumes_and_other_settings_are_refused(tmp_path, capsys, caplog):
     again = results_of(tmp_path)
     assert without_timing(again) == without_timing(first) and again["timing"]["sessions"] == 2
     assert len((tmp_path / "episodes.jsonl").read_text().splitlines()) == 2
+    run = json.loads((tmp_path / "run.json").read_text())  # episodes made on another MuJoCo would not repeat
+    (tmp_path / "run.json").write_text(json.dumps({**run, "simulator": {"mujoco": "0.0.1"}}))
+    assert eval_cli("--resume", "--out", out, "--quiet") == 2
+    assert "simulator mujoco: '0.0.1' before" in capsys.readouterr().err
 
 
 def test_videos_and_report(tmp_path):

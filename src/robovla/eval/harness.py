@@ -256,11 +256,13 @@ def _prepare_folder(folder: Path) -> Path:
 
 def _start_run(folder: Path | None, policy: EvalPolicy, settings: EvalSettings, command: str | None,
                argv: list[str] | None) -> dict[str, Any]:
-    """run.json: the settings the folder's episodes were made with, the command, and the time each session took.
+    """run.json: the settings the folder's episodes were made with, the simulator versions they ran on, the
+    command, and the time each session took.
 
-    A folder made with other settings is refused, naming every difference."""
+    A folder made with other settings, or on another MuJoCo or Meta-World version (its episodes would not repeat),
+    is refused, naming every difference."""
     fresh = {"schema": RUN_SCHEMA, "settings": settings.fingerprint(), "policy": policy.describe(),
-             "command": command, "argv": argv, "sessions": []}
+             "simulator": simulator_versions(settings.conditions), "command": command, "argv": argv, "sessions": []}
     previous = read_json(folder / RUN_NAME) if folder is not None and (folder / RUN_NAME).exists() else None
     if previous is None and folder is not None and (folder / LOG_NAME).exists():
         raise RobovlaError(f"{folder} holds an episode log but no {RUN_NAME}: choose another --out")
@@ -280,7 +282,7 @@ def _start_run(folder: Path | None, policy: EvalPolicy, settings: EvalSettings, 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     differences = []
-    for section in ("settings", "policy"):
+    for section in ("settings", "policy", "simulator"):
         before, after = old.get(section, {}), new[section]
         for key in sorted(set(before) | set(after)):
             if key not in MOVABLE and before.get(key) != after.get(key):
@@ -301,7 +303,7 @@ def _summarize(log: EpisodeLog, run: dict[str, Any], settings: EvalSettings) -> 
         "command": run.get("command"),
         "robovla_version": robovla.__version__,
         "git_commit": source_revision(),
-        "simulator": simulator_versions(settings.conditions),
+        "simulator": run["simulator"],
         "policy": run["policy"],
         "settings": settings.fingerprint(),
         "conditions": list(settings.conditions),
