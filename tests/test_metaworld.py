@@ -79,6 +79,15 @@ def test_a_missing_extra_or_a_mujoco_clash_is_one_line_saying_the_fix(monkeypatc
         import_metaworld()
 
 
+def test_collection_takes_the_tasks_in_turn_with_drawn_layouts():
+    from robovla.data.collection import attempt_seed, scene_seed
+
+    seeds = [scene_seed(2201, scene, "metaworld-mt10") for scene in range(30)]
+    assert [s % len(MT10) for s in seeds] == [scene % len(MT10) for scene in range(30)]  # env plays task seed mod n
+    assert len(set(seeds)) == 30 and scene_seed(2202, 0, "metaworld-mt10") != seeds[0]
+    assert scene_seed(2201, 5, "tabletop-train") == attempt_seed(2201, 5)  # the tabletop's datasets are unchanged
+
+
 def test_results_break_meta_world_down_per_task_and_difficulty(tmp_path):
     from robovla.eval.report import write_report
     from robovla.eval.results import format_tables, summarize

@@ -64,6 +64,18 @@ def attempt_seed(seed: int, attempt: int) -> int:
     return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
 
 
+def scene_seed(seed: int, scene: int, suite: str) -> int:
+    """The env seed of a scene. A Meta-World env plays task (seed mod its number of tasks), so its scenes take the
+    tasks in turn (an even share of demonstrations per task) with layouts still drawn from the hash."""
+    from robovla.sim.metaworld_tasks import is_metaworld_suite, suite_tasks
+
+    drawn = attempt_seed(seed, scene)
+    if not is_metaworld_suite(suite):
+        return drawn
+    n = len(suite_tasks(suite))
+    return drawn - drawn % n + scene % n
+
+
 class EpisodeRecorder:
     """Owns one env (and its GL context) and turns attempt numbers into staged episodes."""
 
@@ -101,7 +113,7 @@ class EpisodeRecorder:
 
         scene, variant = divmod(attempt, self.config.instructions_per_scene)
         env = self.env
-        obs, info = env.reset(seed=attempt_seed(self.config.seed, scene))
+        obs, info = env.reset(seed=scene_seed(self.config.seed, scene, self.config.suite))
         if variant:  # the same scene under another instruction, if it has one more
             alternatives = alternative_tasks(env.episode, env.suite, np.random.default_rng([self.config.seed, scene]))
             if len(alternatives) < variant:
