@@ -35,7 +35,7 @@ def test_env_contract():
     assert env.action_dim == 7 and env.max_episode_steps <= 80
     obs, reward, terminated, truncated, info = env.step(np.zeros(7))
     assert set(obs) == {"image", "wrist_image", "proprio"} and isinstance(terminated, bool)
-    assert list_suites()[0] == "tabletop-train" and len(list_suites()) == 7  # 5 benchmark suites, 2 task groups
+    assert list_suites()[0] == "tabletop-train" and len(list_suites()) == 8  # 5 benchmark suites, 2 task groups, diverse
     env.close()
 
 

@@ -75,6 +75,14 @@ def _fixture_xml(fix: FixtureSpec) -> str:
 def build_mjcf(spec: EpisodeSpec, embodiment: Embodiment, image_size: int) -> str:
     """The complete MJCF document for one episode."""
     light_dir, diffuse, ambient = V.LIGHTING[spec.lighting]
+    table = V.TABLES[spec.table]
+    camera_pos, camera_target = embodiment.camera_pos, embodiment.camera_target
+    if spec.look is not None:  # a randomized scene: its own table colour, light and camera pose
+        look = spec.look
+        light_dir, diffuse, ambient = look.light_dir, (look.light_diffuse,) * 3, (look.ambient,) * 3
+        table = 'builtin="flat" rgb1="{0} {1} {2}" rgb2="{0} {1} {2}"'.format(*look.table_rgb)
+        camera_pos = tuple(float(a + b) for a, b in zip(camera_pos, look.camera_offset))
+        camera_target = tuple(float(a + b) for a, b in zip(camera_target, look.target_offset))
     fx, fy, fz = embodiment.finger_size
     open_max = embodiment.finger_half_open
     finger_rgba = " ".join(str(v) for v in embodiment.finger_rgba)
@@ -99,14 +107,14 @@ def build_mjcf(spec: EpisodeSpec, embodiment: Embodiment, image_size: int) -> st
     <headlight ambient="{' '.join(map(str, ambient))}" diffuse="0.15 0.15 0.15" specular="0 0 0"/>
   </visual>
   <asset>
-    <texture name="table" type="2d" {V.TABLES[spec.table]} width="128" height="128"/>
+    <texture name="table" type="2d" {table} width="128" height="128"/>
     <material name="table" texture="table" texrepeat="3 3" reflectance="0" specular="0" shininess="0"/>
   </asset>
   <worldbody>
     <light directional="true" dir="{' '.join(map(str, light_dir))}" diffuse="{' '.join(map(str, diffuse))}" specular="0 0 0" castshadow="false" pos="0 0 1"/>
     <geom name="floor" type="plane" pos="0 0 -0.5" size="3 3 0.1" rgba="0.25 0.25 0.28 1"/>
     <geom name="table" type="box" pos="0 0 -0.02" size="{TABLE_HALF[0]} {TABLE_HALF[1]} 0.02" material="table"/>
-    <camera name="front" pos="{' '.join(map(str, embodiment.camera_pos))}" xyaxes="{lookat_xyaxes(embodiment.camera_pos, embodiment.camera_target)}" fovy="{embodiment.camera_fovy}"/>
+    <camera name="front" pos="{' '.join(map(str, camera_pos))}" xyaxes="{lookat_xyaxes(camera_pos, camera_target)}" fovy="{embodiment.camera_fovy}"/>
     <body name="gripper_target" mocap="true" pos="{' '.join(map(str, GRIPPER_START))}"/>
     <body name="gripper" pos="{' '.join(map(str, GRIPPER_START))}" gravcomp="1">
       <freejoint name="gripper"/>

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from robovla.sim import variations as V
+from robovla.sim.randomization import SceneLook, draw_look
 
 TRAIN_SHAPES = ("cube", "cylinder")
 OBJECT_COUNT = 3  # graspable objects per scene: the target plus context/distractors
@@ -128,6 +129,7 @@ class EpisodeSpec:
     table: str
     lighting: str
     place_offset: tuple[float, float] = (0.0, 0.0)  # move_near: where the expert puts the target, relative to the goal
+    look: SceneLook | None = None  # a randomized scene's table colour, light and camera (else the named ones)
 
     @property
     def target(self) -> ObjectSpec:
@@ -240,7 +242,9 @@ def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: st
 
     objects = [target]
     used_colors = {target.color}
-    while len(objects) < OBJECT_COUNT:
+    count = OBJECT_COUNT if suite.randomization is None else int(rng.integers(suite.randomization.objects[0],
+                                                                             suite.randomization.objects[1] + 1))
+    while len(objects) < count:
         is_goal = family in ("stack", "move_near") and len(objects) == 1
         if is_goal and family == "move_near":  # must not start out solved
             accept = lambda x, y: math.hypot(x - tx, y - ty) > MOVE_NEAR_START  # noqa: E731
@@ -266,6 +270,7 @@ def _try_sample(rng: np.random.Generator, suite: V.Suite, family: str, shape: st
     return EpisodeSpec(
         family, tuple(objects), tuple(fixtures), goal_item.name, instruction, phrasing,
         _choice(rng, suite.pool("table")), _choice(rng, suite.pool("lighting")), place_offset,
+        None if suite.randomization is None else draw_look(rng, suite.randomization),
     )
 
 
@@ -320,7 +325,7 @@ def _with_roles(spec: EpisodeSpec, suite: V.Suite, target: ObjectSpec, goal: Obj
             return None
     instruction = TEMPLATES[spec.family][spec.phrasing].format(target=target.phrase, goal=goal.phrase, prep=preposition(goal))
     return EpisodeSpec(spec.family, objects, spec.fixtures, goal.name, instruction, spec.phrasing, spec.table,
-                       spec.lighting, offset)
+                       spec.lighting, offset, spec.look)
 
 
 def paraphrased(spec: EpisodeSpec, rng: np.random.Generator) -> EpisodeSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from robovla.errors import RobovlaError
+from robovla.sim.randomization import Randomization
 
 FAMILIES = ("pick_place", "stack", "move_near", "push")
 
@@ -92,6 +93,7 @@ class Suite:
     heldout_axes: tuple[str, ...] = ()
     families: tuple[str, ...] = FAMILIES
     pools: tuple[tuple[str, tuple], ...] = ()
+    randomization: Randomization | None = None  # a training suite's wider scenes (robovla.sim.randomization)
 
     def pool(self, axis: str) -> tuple:
         """The values this suite may draw on `axis`."""
@@ -105,10 +107,14 @@ class Suite:
         return axis in dict(self.pools)
 
 
+DIVERSE = Randomization()  # the generalist's training scenes (`tabletop-diverse`): the ranges' defaults
+
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
         Suite("tabletop-train", "training distribution: every axis at its training values"),
+        Suite("tabletop-diverse", "the training values in randomized scenes: any flat table colour, light direction "
+              "and level, a jittered camera, 3-4 objects (clear of every held-out value)", randomization=DIVERSE),
         Suite("tabletop-visual", "unseen table textures, lighting and distractor colours", ("table", "lighting", "distractor_color")),
         Suite("tabletop-motion", "unseen target positions and object orientations", ("target_cell", "object_yaw")),
         Suite("tabletop-physical", "unseen target sizes and shapes", ("target_size", "target_shape")),
