@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "finetune",
     "eval": "eval",
     "collect": "collect",
+    "collect-vl": "collect_vl",
     "serve": "serve",
     "export": "export",
     "fit-pointer": "fit_pointer",
