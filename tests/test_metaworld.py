@@ -79,6 +79,17 @@ def test_a_missing_extra_or_a_mujoco_clash_is_one_line_saying_the_fix(monkeypatc
         import_metaworld()
 
 
+def test_a_checkpoint_whose_actions_do_not_fit_the_sawyer_is_refused(tmp_path, capsys):
+    import robovla
+    from robovla.cli import main
+
+    native = {"metaworld_sawyer": {"action": {"q01": [-1.0] * 4, "q99": [1.0] * 4, "mask": [True] * 3 + [False]}}}
+    folder = robovla.save_pretrained(robovla.build_model("tabletop-cpu", norm_stats=native, seed=1), tmp_path / "c")
+    assert main(["eval", "--checkpoint", str(folder), "--suite", "metaworld-reach", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "predicts 4-D actions for 'metaworld_sawyer'" in err and "takes 7-D actions" in err
+
+
 def test_collection_takes_the_tasks_in_turn_with_drawn_layouts():
     from robovla.data.collection import attempt_seed, scene_seed
 
