@@ -95,3 +95,13 @@ def test_export_writes_a_half_size_model_without_training_state(capsys, tmp_path
     median = tmp_path / "median"
     assert run_cli(capsys, "export", "--checkpoint", str(wide), "--out", str(median), "--selection", "median")[0] == 0
     assert robovla.load_pretrained(median).recipe.selection == "median"
+
+
+def test_the_overview_lists_every_command(capsys):
+    from robovla.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS) and "95% intervals" in out

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"robovla.commands.{module_name}")
-        command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        # argparse %-formats a subcommand's help in the overview ("95% intervals" would break `robovla --help`)
+        command_parser = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
     return parser
