@@ -329,7 +329,8 @@ def simulator_versions(conditions: tuple[str, ...]) -> dict[str, str | None]:
         except PackageNotFoundError:
             return None
 
-    packages = ["mujoco", *(["metaworld"] if any(is_metaworld_suite(c.partition(":")[0]) for c in conditions) else [])]
+    packages = ["mujoco", *(["metaworld"] if any(is_metaworld_suite(split_condition(c)[0]) for c in conditions)
+                            else [])]
     return {name: installed(name) for name in packages}
 
 

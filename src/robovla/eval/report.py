@@ -67,11 +67,10 @@ def plot_tasks(results: dict[str, Any], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from robovla.sim.metaworld_tasks import DIFFICULTY, difficulty_of
+    from robovla.sim.metaworld_tasks import by_difficulty, difficulty_of
 
     names = [name for name, row in results["conditions"].items() if "difficulties" in row]
-    tasks = sorted({t for name in names for t in results["conditions"][name]["families"]},
-                   key=lambda t: (list(DIFFICULTY).index(difficulty_of(t)), t))
+    tasks = by_difficulty({t for name in names for t in results["conditions"][name]["families"]})
     figure = Figure(figsize=(7, 1.2 + 0.22 * len(tasks) * max(1, len(names)) ** 0.5), dpi=110)
     FigureCanvasAgg(figure)
     axis = figure.subplots()

@@ -120,11 +120,10 @@ def _breakdown(conditions: dict[str, Any], key: str, columns: list[str]) -> str:
 
 def _task_rows(results: dict[str, Any]) -> str:
     """Meta-World: one row per task (with its difficulty group), one column per condition that ran it."""
-    from robovla.sim.metaworld_tasks import DIFFICULTY, difficulty_of
+    from robovla.sim.metaworld_tasks import by_difficulty, difficulty_of
 
     names = [name for name, row in results["conditions"].items() if "difficulties" in row]
-    tasks = sorted({t for name in names for t in results["conditions"][name]["families"]},
-                   key=lambda t: (list(DIFFICULTY).index(difficulty_of(t)), t))
+    tasks = by_difficulty({t for name in names for t in results["conditions"][name]["families"]})
     lines = ["| task | difficulty | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     lines += [f"| {task} | {difficulty_of(task)} | "
               + " | ".join(_cell(results["conditions"][name]["families"].get(task)) for name in names) + " |"

@@ -158,6 +158,17 @@ def evaluate_policy(policy: Any, folder: Path, conditions: tuple[str, ...], epis
             "episodes_per_minute": result["timing"].get("episodes_per_minute")}
 
 
+def train_and_evaluate(log: StageLog, name: str, config: Any, work: Path, conditions: tuple[str, ...], episodes: int,
+                       embodiment: str, workers: int, **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One arm's two stages: `train/NAME` (in a fresh process, its output in `work`/train/NAME.log) and
+    `eval/NAME` (its final checkpoint on `conditions`, episode log in `work`/eval/NAME; `options` go to
+    `evaluate_checkpoint`). Returns both stages' records."""
+    trained = log.run(f"train/{name}", lambda: train_in_subprocess(config, work / "train" / f"{name}.log"))
+    evaluated = log.run(f"eval/{name}", lambda: evaluate_checkpoint(
+        Path(trained["checkpoint"]), work / "eval" / name, conditions, episodes, embodiment, workers, **options))
+    return trained, evaluated
+
+
 def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Success counts summed over evaluations (e.g. over demonstration counts), with their Wilson interval."""
     from robovla.eval.stats import rate_summary

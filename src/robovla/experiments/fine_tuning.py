@@ -103,7 +103,7 @@ def train_config(arm: FineTuningArm, demos: Path, size: int, out: Path, scale: F
 
 def run(settings: FineTuningSettings, command: str | None = None) -> dict[str, Any]:
     """Every stage in order, skipping what is done; returns (and writes) the results document."""
-    from robovla.experiments.common import StageLog, collect_demonstrations, evaluate_checkpoint, train_in_subprocess
+    from robovla.experiments.common import StageLog, collect_demonstrations, evaluate_checkpoint, train_and_evaluate
     from robovla.files import write_json_atomic
 
     scale = SCALES[settings.scale]
@@ -123,11 +123,9 @@ def run(settings: FineTuningSettings, command: str | None = None) -> dict[str, A
             for arm in ARMS:
                 cell = f"{group}/{arm.name}@{size}"
                 config = train_config(arm, demos, size, work / "train" / cell, scale)
-                trained = log.run(f"train/{cell}", lambda: train_in_subprocess(
-                    config, work / "train" / f"{cell}.log"))
-                evaluated = log.run(f"eval/{cell}", lambda: evaluate_checkpoint(
-                    Path(trained["checkpoint"]), work / "eval" / cell, (group,), scale.episodes, EMBODIMENT,
-                    settings.workers, selection=SELECTION if arm.policy == "vla" else None))
+                trained, evaluated = train_and_evaluate(
+                    log, cell, config, work, (group,), scale.episodes, EMBODIMENT, settings.workers,
+                    selection=SELECTION if arm.policy == "vla" else None)
                 cells[arm.name][str(size)] = {"training": trained, "success": evaluated["conditions"][group],
                                               "evaluation_folder": evaluated["folder"]}
         groups[group] = {"demonstrations": {"folder": str(demos), **collected},

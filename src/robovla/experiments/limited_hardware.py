@@ -110,7 +110,7 @@ def openvla_7b_counts() -> dict[str, Any]:
 
 def run(settings: LimitedHardwareSettings, command: str | None = None) -> dict[str, Any]:
     """Every stage in order, skipping what is done; returns (and writes) the results document."""
-    from robovla.experiments.common import StageLog, collect_demonstrations, evaluate_checkpoint, train_in_subprocess
+    from robovla.experiments.common import StageLog, collect_demonstrations, evaluate_checkpoint, train_and_evaluate
     from robovla.files import write_json_atomic
 
     scale = SCALES[settings.scale]
@@ -123,10 +123,8 @@ def run(settings: LimitedHardwareSettings, command: str | None = None) -> dict[s
     strategies: dict[str, Any] = {}
     for arm in ARMS:
         config = train_config(arm, demos, work / "train" / arm.name, scale)
-        trained = log.run(f"train/{arm.name}", lambda: train_in_subprocess(config, work / "train" / f"{arm.name}.log"))
-        evaluated = log.run(f"eval/{arm.name}", lambda: evaluate_checkpoint(
-            Path(trained["checkpoint"]), work / "eval" / arm.name, (GROUP,), scale.episodes, EMBODIMENT,
-            settings.workers, selection=SELECTION))
+        trained, evaluated = train_and_evaluate(log, arm.name, config, work, (GROUP,), scale.episodes, EMBODIMENT,
+                                                settings.workers, selection=SELECTION)
         strategies[arm.name] = {"strategy": arm.strategy, "lora_rank": arm.lora_rank if arm.strategy == "lora" else None,
                                 "lr": arm.lr, "training": trained, "success": evaluated["conditions"][GROUP],
                                 "paper_success": arm.paper_success}

@@ -89,8 +89,8 @@ def train_config(arm: MetaWorldArm, demos: Path, out: Path, scale: ExperimentSca
 def run(settings: MetaWorldSettings, command: str | None = None) -> dict[str, Any]:
     """Every stage in order, skipping what is done; returns (and writes) the results document."""
     from robovla.eval.policies import ExpertPolicy
-    from robovla.experiments.common import (StageLog, collect_demonstrations, evaluate_checkpoint, evaluate_policy,
-                                            train_in_subprocess)
+    from robovla.experiments.common import StageLog, collect_demonstrations, evaluate_policy, train_and_evaluate
+    from robovla.eval.harness import simulator_versions
     from robovla.files import write_json_atomic
     from robovla.sim.metaworld_env import import_metaworld
 
@@ -109,10 +109,8 @@ def run(settings: MetaWorldSettings, command: str | None = None) -> dict[str, An
                                                EMBODIMENT, settings.workers, videos))}}
     for arm in ARMS:
         config = train_config(arm, demos, work / "train" / arm.name, scale)
-        trained = log.run(f"train/{arm.name}", lambda: train_in_subprocess(config, work / "train" / f"{arm.name}.log"))
-        evaluated = log.run(f"eval/{arm.name}", lambda: evaluate_checkpoint(
-            Path(trained["checkpoint"]), work / "eval" / arm.name, (SUITE,), scale.episodes, EMBODIMENT,
-            settings.workers, videos=videos))
+        trained, evaluated = train_and_evaluate(log, arm.name, config, work, (SUITE,), scale.episodes, EMBODIMENT,
+                                                settings.workers, videos=videos)
         policies[arm.name] = {"label": arm.label, "lr": arm.lr, "steps": config.steps, "training": trained,
                               "evaluation": evaluated}
     experts_mt50 = log.run("eval/expert-mt50", lambda: evaluate_policy(
@@ -123,7 +121,7 @@ def run(settings: MetaWorldSettings, command: str | None = None) -> dict[str, An
         "suite": SUITE, "embodiment": EMBODIMENT, "cameras": list(CAMERAS), "image_size": 128, "batch_size": 32,
         "episodes": scale.episodes, "demonstrations": {"folder": str(demos), "seed": COLLECT_SEED, "noise": 0.1,
                                                        **collected},
-        "simulator": simulator_versions(),
+        "simulator": simulator_versions((SUITE,)),
         "policies": {name: {**policy, "success": policy["evaluation"]["conditions"][SUITE]}
                      for name, policy in policies.items()},
         "experts_mt50": {"folder": "experts-mt50", "episodes": scale.expert_mt50_episodes,
@@ -147,9 +145,3 @@ def keep_files(source: Path, target: Path, names: tuple[str, ...]) -> None:
     for name in names:
         if (source / name).exists():
             write_atomic(target / name, (source / name).read_bytes())
-
-
-def simulator_versions() -> dict[str, str | None]:
-    from robovla.eval.harness import simulator_versions as versions
-
-    return versions((SUITE,))

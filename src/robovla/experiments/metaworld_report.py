@@ -9,8 +9,9 @@ from typing import Any
 
 from robovla.eval.stats import rate_text
 from robovla.files import write_atomic
+from robovla.sim.metaworld_tasks import DIFFICULTY
 
-GROUPS = ("easy", "medium", "hard", "very-hard")
+GROUPS = tuple(DIFFICULTY)  # Meta-World's difficulty groups, easy first
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ def group_cells(row: dict[str, Any]) -> list[str]:
 
 def expert_comparison(success: dict[str, Any]) -> list[str]:
     """The scripted experts per MT50 task beside Meta-World's floors, and the tasks where they fall below."""
-    from robovla.sim.metaworld_tasks import DIFFICULTY, difficulty_of
+    from robovla.sim.metaworld_tasks import by_difficulty, difficulty_of
 
-    tasks = sorted(success["families"], key=lambda t: (list(DIFFICULTY).index(difficulty_of(t)), t))
+    tasks = by_difficulty(success["families"])
     below = [t for t in tasks if success["families"][t]["rate"] < SCRIPTED_FLOORS_V2.get(t, SCRIPTED_FLOOR_V3)]
     lines = ["| task | difficulty | robovla, scripted expert | Meta-World's floor |", "|---|---|---|---|"]
     for task in tasks:

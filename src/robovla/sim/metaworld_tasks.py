@@ -100,6 +100,12 @@ def difficulty_of(task: str) -> str:
     return next(group for group, tasks in DIFFICULTY.items() if task in tasks)
 
 
+def by_difficulty(tasks) -> list[str]:
+    """Tasks sorted by difficulty group (easy first), then by name: the order Meta-World tables list them in."""
+    groups = list(DIFFICULTY)
+    return sorted(tasks, key=lambda t: (groups.index(difficulty_of(t)), t))
+
+
 def env_name(task: str) -> str:
     """robovla's task name -> Meta-World's environment name ("push" -> "push-v3")."""
     return f"{task}-{VERSION}"
