@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from robovla.data.vl_corpus import (NUMBERS, VLCorpusConfig, VLExample, check_vocabulary, questions, read_corpus,
-                                    sample_vl_scene, scene_state, write_corpus)
+from robovla.data.vl_corpus import (NUMBERS, VLCorpusConfig, VLExample, check_vocabulary, corpus_words, questions,
+                                    read_corpus, sample_vl_scene, scene_state, write_corpus)
 from robovla.errors import RobovlaError
 from robovla.sim import variations as V
 
@@ -86,9 +86,9 @@ def test_words_outside_the_tokenizer_are_named():
     from robovla.model.factory import packaged_tokenizer_path
 
     tokenizer = Tokenizer.from_file(str(packaged_tokenizer_path("tabletop-small")))
-    check_vocabulary(tokenizer, [VLExample("count", "how many cubes are there?", "three", ("three",))])
+    check_vocabulary(tokenizer, corpus_words([VLExample("count", "how many cubes are there?", "three", ("three",))]))
     with pytest.raises(RobovlaError, match="2 word.*: object, zero"):
-        check_vocabulary(tokenizer, [VLExample("count", "how many object are there?", "zero", ("zero",))])
+        check_vocabulary(tokenizer, corpus_words([VLExample("count", "how many object are there?", "zero", ("zero",))]))
 
 
 def test_the_corpus_folder_has_its_card_and_reads_back(tmp_path):

@@ -24,6 +24,8 @@ RECIPE_KEY = "robovla_recipe"  # config.json key of a model's recipe
 LEGACY_RECIPE_KEYS = {"robovla_proprio": "proprio", "robovla_grounding": "grounding",
                       "robovla_action_chunk": "action_chunk", "robovla_action_selection": "selection"}
 POINTER_KEY = "robovla_grounding_pointer"  # the grounding pointer's shape (its weights: grounding_pointer.*)
+# the training runs behind a checkpoint, oldest first: stage, steps, data folders, samples drawn per dataset
+DATA_SEEN_KEY = "robovla_data_seen"
 
 DINOV2_TIMM_ID = "vit_large_patch14_reg4_dinov2.lvd142m"
 SIGLIP_TIMM_ID = "vit_so400m_patch14_siglip_224"

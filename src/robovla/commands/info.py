@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def describe(model) -> dict:
     """A JSON-able summary of a model's architecture and action space."""
     from robovla import parameter_counts
+    from robovla.config import DATA_SEEN_KEY
 
     config = model.config
     vision = model.vision_backbone
@@ -36,6 +37,7 @@ def describe(model) -> dict:
                 "num_attention_heads": text.num_attention_heads, "vocab_size": text.vocab_size},
         "action_token_ids": [config.action_vocab_size - config.n_action_bins, config.action_vocab_size - 1],
         "norm_stats_keys": sorted(config.norm_stats or {}),
+        "data_seen": config.extra.get(DATA_SEEN_KEY, []),
     }
 
 
@@ -64,4 +66,7 @@ def run(args: argparse.Namespace) -> int:
     first, last = summary["action_token_ids"]
     print(f"  action tokens {first}..{last}; image size {summary['image_sizes']}")
     print(f"  norm_stats keys: {', '.join(summary['norm_stats_keys']) or '(none)'}")
+    for run in summary["data_seen"]:  # the training runs behind the checkpoint, oldest first
+        samples = ", ".join(f"{name} {count:,}" for name, count in run["samples"].items())
+        print(f"  trained: {run['stage']}, {run['steps']} steps; samples drawn: {samples}")
     return 0

@@ -191,6 +191,7 @@ def corpus_words(examples: list[VLExample]) -> set[str]:
 
 def words_outside(tokenizer: Any, words: set[str]) -> list[str]:
     """The words a tokenizer can only spell byte by byte (its vocabulary does not hold them)."""
+    tokenizer = getattr(tokenizer, "backend", tokenizer)  # a robovla TextTokenizer, or tokenizers' own
     missing = []
     for word in sorted(words):
         pieces = tokenizer.encode(" " + word, add_special_tokens=False).tokens
@@ -199,9 +200,9 @@ def words_outside(tokenizer: Any, words: set[str]) -> list[str]:
     return missing
 
 
-def check_vocabulary(tokenizer: Any, examples: list[VLExample]) -> None:
+def check_vocabulary(tokenizer: Any, words: set[str]) -> None:
     """A corpus must be written in words the model's tokenizer holds; name the ones it does not."""
-    missing = words_outside(tokenizer, corpus_words(examples))
+    missing = words_outside(tokenizer, words)
     if missing:
         raise RobovlaError(f"the vision-language corpus uses {len(missing)} word(s) the tokenizer spells byte by "
                            f"byte: {', '.join(missing)}; rephrase them or train the tokenizer on the corpus")
@@ -257,7 +258,7 @@ def write_corpus(out: Path, config: VLCorpusConfig, tokenizer: Any | None = None
 
     images, examples, owners = generate(config, progress)
     if tokenizer is not None:
-        check_vocabulary(tokenizer, examples)
+        check_vocabulary(tokenizer, corpus_words(examples))
     encoded = []
     for image in images:
         buffer = io.BytesIO()
@@ -302,3 +303,40 @@ def read_corpus(folder: str | Path) -> tuple[Any, Any]:
     if json.loads((folder / "card.json").read_text()).get("schema") != SCHEMA:
         raise RobovlaError(f"{folder}/card.json: not a {SCHEMA} corpus")
     return pq.read_table(folder / "corpus.parquet"), pq.read_table(folder / "images.parquet")
+
+
+VL_DATASET_NAME = "vision_language"  # the corpus's name in a mixture's weights
+
+
+class VLDataset:
+    """A corpus folder as training items: {"image": uint8 HxWx3, "question", "answer"} per question.
+
+    Scene images stay PNG-encoded in memory and are decoded per item (a corpus of a few thousand scenes is a few
+    tens of MB encoded)."""
+
+    dataset_name = VL_DATASET_NAME
+
+    def __init__(self, folder: str | Path) -> None:
+        corpus, scenes = read_corpus(folder)
+        self.folder = Path(folder)
+        self.questions = corpus.column("question").to_pylist()
+        self.answers = corpus.column("answer").to_pylist()
+        self.scene = np.asarray(corpus.column("scene").to_pylist(), dtype=np.int64)
+        encoded = dict(zip(scenes.column("scene").to_pylist(), scenes.column("image").to_pylist()))
+        missing = sorted(set(self.scene.tolist()) - set(encoded))
+        if missing:
+            raise RobovlaError(f"{folder}: questions about scenes with no image: {missing[:5]}")
+        self._png = encoded
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from PIL import Image
+
+        image = np.asarray(Image.open(io.BytesIO(self._png[int(self.scene[i])])).convert("RGB"))
+        return {"image": image, "question": self.questions[i], "answer": self.answers[i],
+                "dataset_name": VL_DATASET_NAME}
+
+    def words(self) -> set[str]:
+        return corpus_words([VLExample("", q, a, ()) for q, a in zip(self.questions, self.answers)])

@@ -17,7 +17,7 @@ from robovla.errors import RobovlaError
 from robovla.processing.actions import ActionNormalizer, ActionTokenizer, vector_normalizer
 from robovla.processing.images import ImageProcessorConfig, ImageTransform
 from robovla.processing.prediction import ActionPrediction
-from robovla.processing.text import TextTokenizer, build_prompt
+from robovla.processing.text import TextTokenizer, build_prompt, build_vl_prompt
 
 IGNORE_INDEX = -100
 
@@ -302,6 +302,31 @@ class VLAProcessor:
         labels = [IGNORE_INDEX] * (len(input_ids) - len(target_ids)) + target_ids
         example["input_ids"] = torch.tensor(input_ids, dtype=torch.long)
         example["labels"] = torch.tensor(labels, dtype=torch.long)
+        return example
+
+    def vl_example(self, image: Any, question: str, answer: str) -> dict:
+        """One vision-language example (the Prismatic stage's and RT-2 co-training's): "In: question\nOut:" with
+        the scene's image in every camera slot, then the answer and EOS, only those labelled. A model with a state
+        projector reads a zero state (the middle of every range): the question is about the picture alone."""
+        if self.recipe.parallel:
+            raise RobovlaError("the parallel-decoding recipe says actions, not words: train the vision-language "
+                               "stage on an autoregressive model, then fine-tune it with --decoding parallel")
+        if not isinstance(answer, str) or not answer.strip():
+            raise RobovlaError("answer must be a non-empty string")
+        prompt = build_vl_prompt(question)
+        prompt_ids = self.tokenizer.encode(prompt)
+        full = self.tokenizer.encode(f"{prompt} {answer.lower()}")
+        if full[: len(prompt_ids)] != prompt_ids:
+            raise RobovlaError(f"the tokenizer merges the prompt's end with the answer {answer!r}")
+        target_ids = full[len(prompt_ids):] + [self.tokenizer.eos_token_id]
+        frame = self.image_transform(image)
+        example: dict[str, torch.Tensor] = {
+            "pixel_values": torch.cat([frame] * len(self.cameras), dim=0),
+            "input_ids": torch.tensor(prompt_ids + target_ids, dtype=torch.long),
+            "labels": torch.tensor([IGNORE_INDEX] * len(prompt_ids) + target_ids, dtype=torch.long),
+        }
+        if self.recipe.state_tokens:
+            example["state"] = torch.zeros(self.recipe.state_dim, dtype=torch.float32)
         return example
 
     def collate(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ from typing import Sequence
 from robovla.errors import RobovlaError
 
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+VL_PROMPT_TEMPLATE = "In: {question}\nOut:"  # Prismatic's plain prompt, for vision-language questions
 
 
 def build_prompt(instruction: str) -> str:
@@ -15,6 +16,13 @@ def build_prompt(instruction: str) -> str:
     if not isinstance(instruction, str) or not instruction.strip():
         raise RobovlaError("instruction must be a non-empty string")
     return PROMPT_TEMPLATE.format(instruction=instruction.lower())
+
+
+def build_vl_prompt(question: str) -> str:
+    """A vision-language question's prompt: the action prompt's frame around the question itself."""
+    if not isinstance(question, str) or not question.strip():
+        raise RobovlaError("question must be a non-empty string")
+    return VL_PROMPT_TEMPLATE.format(question=question.lower())
 
 
 class TextTokenizer:
@@ -50,6 +58,11 @@ class TextTokenizer:
         if not ids or ids[0] != self.bos_token_id:
             ids = [self.bos_token_id] + ids
         return ids
+
+    @property
+    def backend(self):
+        """The `tokenizers.Tokenizer` itself (for vocabulary checks that read its pieces)."""
+        return self._tok
 
     def tokens(self, ids: Sequence[int]) -> list[str]:
         return [self._tok.id_to_token(i) for i in ids]

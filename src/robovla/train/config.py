@@ -26,6 +26,9 @@ SCHEDULES = ("constant", "warmup-cosine")
 PRECISIONS = ("bf16", "fp32")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 LORA_INITS = ("gaussian", "default")
+# what a run trains on: robot data only; the vision-language corpus alone (Prismatic's stage before robot data);
+# both in every batch (RT-2's co-training)
+STAGES = ("actions", "vl-pretrain", "cotrain")
 # Keys that may differ between a run and its resumption.
 RESUMABLE_CHANGES = frozenset({"resume", "log_every", "tensorboard", "wandb", "wandb_project", "progress", "stop_at",
                                "loader_workers"})
@@ -66,6 +69,15 @@ class TrainConfig:
     # --- data
     datasets: list[str] = field(default_factory=list, metadata={"help": "dataset folders (LeRobot v3/v2.1 or RLDS)"})
     mixture: str | None = field(default=None, metadata={"help": "named mixture weighting the datasets by name"})
+    weights: list[str] | None = field(default=None, metadata={
+        "help": "NAME=WEIGHT mixture weights that override the --mixture's (or 1.0, proportional to size), e.g. "
+                "vision_language=0.5; NAME is a dataset's name or vision_language for the --vl-corpus"})
+    stage: str = field(default="actions", metadata={
+        "help": "actions (robot data), vl-pretrain (the --vl-corpus alone: next-token loss on the answers, the "
+                "Prismatic stage before robot data) or cotrain (robot data and the corpus in every batch, RT-2's "
+                "recipe)"})
+    vl_corpus: str | None = field(default=None, metadata={
+        "help": "vision-language corpus folder (robovla collect-vl) for --stage vl-pretrain or cotrain"})
     max_episodes: int | None = field(default=None, metadata={
         "help": "train on the first N episodes of each dataset folder only (data-efficiency studies: 10, 50, 150 "
                 "demonstrations of one collection, each set inside the next)"})
@@ -107,7 +119,7 @@ class TrainConfig:
     distributed: str = field(default="auto", metadata={"help": "auto (ddp under torchrun), none, ddp or fsdp"})
 
     def __post_init__(self) -> None:
-        for name, allowed in (("policy", POLICIES), ("strategy", STRATEGIES), ("schedule", SCHEDULES), ("precision", PRECISIONS),
+        for name, allowed in (("policy", POLICIES), ("stage", STAGES), ("strategy", STRATEGIES), ("schedule", SCHEDULES), ("precision", PRECISIONS),
                               ("distributed", DISTRIBUTED), ("lora_init", LORA_INITS)):
             if getattr(self, name) not in allowed:
                 raise RobovlaError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(allowed)}")
@@ -126,6 +138,8 @@ class TrainConfig:
             raise RobovlaError(
                 f"batch_size {self.batch_size} is not divisible by grad_accumulation {self.grad_accumulation}"
             )
+        self.mixture_weights()  # a malformed or negative weight fails before any work
+        self._check_stage()
         if self.checkpoint is None:
             self.preset = self.preset or DEFAULT_PRESETS[self.policy]
         if self.policy == "diffusion":
@@ -137,6 +151,43 @@ class TrainConfig:
             if self.strategy != "full":
                 raise RobovlaError(f"--strategy {self.strategy}: a Diffusion Policy trains all its weights (it has "
                                    "no pretrained part to freeze); use --strategy full")
+
+    def _check_stage(self) -> None:
+        if self.stage == "actions":
+            if self.vl_corpus:
+                raise RobovlaError("--vl-corpus is read by --stage vl-pretrain or cotrain (this run trains on "
+                                   "robot data only)")
+            return
+        if not self.vl_corpus:
+            raise RobovlaError(f"--stage {self.stage} needs a vision-language dataset: pass --vl-corpus DIR "
+                               "(written by robovla collect-vl)")
+        if self.policy == "diffusion":
+            raise RobovlaError(f"--stage {self.stage}: a Diffusion Policy has no language model to answer "
+                               "questions; vision-language stages train a VLA")
+        if self.decoding == "parallel":
+            raise RobovlaError(f"--stage {self.stage}: the parallel-decoding recipe says actions, not words; train "
+                               "this stage autoregressively, then fine-tune its checkpoint with --decoding parallel")
+        if self.stage == "vl-pretrain" and self.datasets:
+            raise RobovlaError("--stage vl-pretrain trains on the vision-language corpus alone: drop --datasets "
+                               "(robot data comes in the next run, with --checkpoint on this one's result)")
+
+    def mixture_weights(self) -> dict[str, float]:
+        """--weights as {name: weight}; a malformed, repeated or negative weight is an error naming it."""
+        parsed: dict[str, float] = {}
+        for item in self.weights or []:
+            name, sep, text = item.partition("=")
+            try:
+                weight = float(text)
+            except ValueError:
+                weight = None
+            if not sep or not name or weight is None:
+                raise RobovlaError(f"--weights {item!r}: expected NAME=WEIGHT, e.g. vision_language=0.5")
+            if name in parsed:
+                raise RobovlaError(f"--weights names {name!r} twice")
+            if not (weight >= 0 and weight != float("inf")):
+                raise RobovlaError(f"--weights {item!r}: a mixture weight must be a finite number >= 0")
+            parsed[name] = weight
+        return parsed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,24 +15,29 @@ from torch.utils.data import DataLoader, Dataset
 
 from robovla.errors import RobovlaError
 from robovla.processing import VLAProcessor
+from robovla.data.vl_corpus import VL_DATASET_NAME
 from robovla.train.config import TrainConfig
+
+VL_ROWS = "vision_language_rows"  # a batch's key: which rows are vision-language questions (bool [B])
 
 
 @dataclass
 class TrainingData:
-    datasets: dict[str, Any]  # dataset_name -> StepDataset
+    datasets: dict[str, Any]  # dataset_name -> StepDataset (robot data)
     sampler: Any  # robovla.data.MixtureSampler
     processor: VLAProcessor  # or any processor with action_chunk, cameras, training_example and collate
     augment: Any | None  # robovla.data.TrainAugment
     seed: int
+    vl: Any | None = None  # robovla.data.vl_corpus.VLDataset, drawn as VL_DATASET_NAME
 
     @classmethod
     def open(cls, config: TrainConfig, processor: VLAProcessor) -> "TrainingData":
-        from robovla.data import MixtureSampler, TrainAugment, get_mixture, open_dataset
+        from robovla.data import MixtureSampler, TrainAugment, open_dataset
         from robovla.data.steps import FirstEpisodes, PooledSteps
 
-        if not config.datasets:
+        if not config.datasets and config.stage != "vl-pretrain":
             raise RobovlaError("no training data: pass --datasets DIR [DIR ...]")
+        vl = open_vl_corpus(config, processor) if config.stage != "actions" else None
         by_name: dict[str, list[Any]] = {}
         chunk = processor.action_chunk
         for path in config.datasets:
@@ -49,17 +54,20 @@ class TrainingData:
             by_name.setdefault(dataset.dataset_name, []).append(dataset)
         # folders of one robot (one dataset name) pool into one dataset: one set of statistics, one weight
         datasets = {name: parts[0] if len(parts) == 1 else PooledSteps(parts) for name, parts in by_name.items()}
-        if config.mixture:
-            table = get_mixture(config.mixture)
-            missing = sorted(set(table) - set(datasets))
-            if missing:
-                raise RobovlaError(f"mixture {config.mixture!r} needs datasets not given: {', '.join(missing)}")
-            weights = {name: table[name] for name in table}
-        else:
-            weights = {name: 1.0 for name in datasets}
-        sampler = MixtureSampler({k: len(d) for k, d in datasets.items()}, weights, seed=config.seed)
+        sizes = {name: len(d) for name, d in datasets.items()}
+        if vl is not None:
+            sizes[VL_DATASET_NAME] = len(vl)
+        weights = mixture_weights(config, sizes)
+        sampler = MixtureSampler(sizes, weights, seed=config.seed)
         augment = TrainAugment() if config.augment else None
-        return cls(datasets, sampler, processor, augment, config.seed)
+        return cls(datasets, sampler, processor, augment, config.seed, vl)
+
+    def samples_drawn(self, sampler_state: dict) -> dict[str, int]:
+        """How many samples of each dataset a run has drawn, from its sampler's state (what a checkpoint records
+        about the data it has seen)."""
+        sizes = self.sampler.sizes
+        return {name: int(sampler_state["epoch"][name]) * sizes[name] + int(sampler_state["position"][name])
+                for name in sizes}
 
     def check_action_dims(self, norm_stats: dict[str, Any]) -> None:
         """A dataset whose actions do not match the model's action size is an error naming both sizes."""
@@ -126,7 +134,15 @@ class TrainingData:
         """Model inputs for `samples`, which sit at `offset` in the global batch of `step`."""
         examples = []
         cameras = self.processor.cameras
+        vl_rows = [name == VL_DATASET_NAME for name, _ in samples]
         for position, (name, index) in enumerate(samples, start=offset):
+            if name == VL_DATASET_NAME:
+                item = self.vl[index]
+                image = item["image"]
+                if self.augment is not None:
+                    image = self.augment(image, np.random.default_rng([self.seed, step, position]))
+                examples.append(self.processor.vl_example(image, item["question"], item["answer"]))
+                continue
             item = self.datasets[name][index]
             images = {}
             for c, camera in enumerate(cameras):  # each camera augmented on its own draw
@@ -143,7 +159,49 @@ class TrainingData:
             examples.append(self.processor.training_example(
                 images, item["instruction"], action, name, item.get("proprio"), item.get("grounding")
             ))
-        return self.processor.collate(examples)
+        batch = self.processor.collate(examples)
+        if any(vl_rows):  # which rows ask questions (the trainer reports their loss apart from the actions')
+            batch[VL_ROWS] = torch.tensor(vl_rows)
+        return batch
+
+
+def open_vl_corpus(config: TrainConfig, processor: VLAProcessor):
+    """The run's vision-language corpus, after checking the model can read it: an autoregressive recipe, and a
+    tokenizer that holds every word of the questions and answers."""
+    from robovla.data.vl_corpus import VLDataset, check_vocabulary
+
+    if processor.recipe.parallel:
+        raise RobovlaError(f"--stage {config.stage}: this model's recipe decodes actions in parallel, which says no "
+                           "words; train the vision-language stage on an autoregressive model, then fine-tune "
+                           "with --decoding parallel")
+    corpus = VLDataset(config.vl_corpus)
+    if len(corpus) == 0:
+        raise RobovlaError(f"vision-language corpus {config.vl_corpus} has no questions")
+    check_vocabulary(processor.tokenizer, corpus.words())
+    return corpus
+
+
+def mixture_weights(config: TrainConfig, sizes: dict[str, int]) -> dict[str, float]:
+    """The sampling weights of a run's datasets: the named mixture's (or 1.0 each), then --weights overrides.
+    A mixture or override naming a dataset the run does not have is an error naming the ones it has."""
+    from robovla.data import get_mixture
+
+    if config.mixture:
+        table = get_mixture(config.mixture)
+        missing = sorted(set(table) - set(sizes))
+        if missing:
+            raise RobovlaError(f"mixture {config.mixture!r} needs datasets not given: {', '.join(missing)}")
+        weights = dict(table)
+    else:
+        weights = {name: 1.0 for name in sizes}
+    for name, weight in config.mixture_weights().items():
+        if name not in sizes:
+            raise RobovlaError(f"--weights names unknown dataset {name!r}; this run's datasets: "
+                               f"{', '.join(sizes)}")
+        weights[name] = weight
+    if not any(weights.values()):
+        raise RobovlaError("every mixture weight is 0: nothing to train on")
+    return weights
 
 
 class _BatchJobs(Dataset):

@@ -21,9 +21,12 @@ import torch
 import torch.nn.functional as F
 
 import robovla
+from robovla.config import DATA_SEEN_KEY
 from robovla.errors import RobovlaError
+from robovla.model.vla import VLAOutput
+from robovla.processing.processor import IGNORE_INDEX
 from robovla.train.config import TrainConfig
-from robovla.train.data import TrainingData
+from robovla.train.data import VL_ROWS, TrainingData
 from robovla.train.distributed import Distributed
 from robovla.train.metrics import MetricsLogger, peak_memory_mb
 from robovla.train.state import (
@@ -132,8 +135,10 @@ class Trainer:
         torch.manual_seed(config.seed)
         base = build_base_model(config, self.dist.device)
         self.data = TrainingData.open(config, base.processor)
-        action_dim = int(next(iter(self.data.datasets.values())).actions.shape[1])
+        robot = next(iter(self.data.datasets.values()), None)  # none in a vision-language stage
+        action_dim = int(robot.actions.shape[1]) if robot is not None else 0
         self.action_tokens = action_dim * base.processor.action_chunk  # labelled action tokens per example
+        self.data_history = list(base.config.extra.get(DATA_SEEN_KEY, []))  # earlier runs' data
         set_norm_stats(base, self.data)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(base)
@@ -169,23 +174,28 @@ class Trainer:
             offsets = [m * micro + dist.rank * per_rank for m in range(config.grad_accumulation)]
             self._batches = self.data.steps(self.step, config.batch_size, offsets, per_rank, config.loader_workers)
         micro_batches, self._sampler_state = next(self._batches)
-        # loss*tokens, tokens, correct action tokens, action tokens, l1 sum, and the same three for grounding tokens
-        totals = np.zeros(8)
+        # loss*tokens, tokens, correct action tokens, action tokens, l1 sum, the same three for grounding tokens,
+        # then vision-language answers' loss*tokens, tokens and correct tokens
+        totals = np.zeros(11)
         self.model.train()
         for m, batch in enumerate(micro_batches):
             last = m + 1 == len(micro_batches)
+            vl_rows = batch.pop(VL_ROWS, None)
             sync = self.model.no_sync() if (dist.mode == "ddp" and not last) else contextlib.nullcontext()
             with sync, torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 out = self.model(**{k: _to(v, dist.device) for k, v in batch.items()}, full_logits=False)
-            loss = out.loss if self.vla.recipe.parallel else self._weighted_loss(out, rows=batch["input_ids"].shape[0])
+            rows = batch["input_ids"].shape[0]
+            if vl_rows is not None:
+                loss, sums = self._mixed_loss(out, batch["labels"], vl_rows)
+            elif self.vla.recipe.parallel:
+                loss, sums = out.loss, self._parallel_metrics(out, batch)
+            else:
+                loss, sums = self._weighted_loss(out, rows), self._token_metrics(out, rows)
             if not torch.isfinite(loss):
                 raise RobovlaError(f"loss became {loss.item()} at step {self.step + 1}: stopping, nothing saved")
             with sync:
                 (loss / config.grad_accumulation).backward()
-            if self.vla.recipe.parallel:
-                totals += self._parallel_metrics(out, batch)
-            else:
-                totals += self._token_metrics(out, rows=batch["input_ids"].shape[0])
+            totals[: len(sums)] += sums
         grad_norm = 0.0
         if config.max_grad_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm))
@@ -204,7 +214,34 @@ class Trainer:
         if totals[6]:
             metrics["grounding_accuracy"] = totals[5] / totals[6]
             metrics["grounding_l1"] = totals[7] / totals[6]
+        if totals[9]:
+            metrics["vl_loss"] = totals[8] / totals[9]
+            metrics["vl_accuracy"] = totals[10] / totals[9]
         return metrics
+
+    def _mixed_loss(self, out, labels: torch.Tensor, vl_rows: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """A batch of robot examples and vision-language questions: the mean over every labelled token (RT-2's
+        co-training), the robot tokens' part weighted as `_weighted_loss` says; metrics for each part."""
+        per_row = (labels != IGNORE_INDEX).sum(1).to(out.labels.device)
+        is_vl = torch.repeat_interleave(vl_rows.to(out.labels.device), per_row)  # per supervised token
+        sums = np.zeros(11)
+        total = out.logits.new_zeros((), dtype=torch.float32)
+        n_robot, n_vl = int((~is_vl).sum()), int(is_vl.sum())
+        if n_robot:
+            logits, targets = out.logits[~is_vl], out.labels[~is_vl]
+            robot = VLAOutput(F.cross_entropy(logits.float(), targets), logits, targets)
+            robot_rows = int((~vl_rows).sum())
+            total = total + self._weighted_loss(robot, robot_rows) * n_robot
+            sums[:8] = self._token_metrics(robot, robot_rows)
+        if n_vl:
+            logits, targets = out.logits[is_vl], out.labels[is_vl]
+            vl_loss = F.cross_entropy(logits.float(), targets)
+            total = total + vl_loss * n_vl
+            correct = int((logits.argmax(-1) == targets).sum())
+            sums[0] += vl_loss.item() * n_vl
+            sums[1] += n_vl
+            sums[8:] = [vl_loss.item() * n_vl, n_vl, correct]
+        return total / (n_robot + n_vl), sums
 
     def _weighted_loss(self, out, rows: int) -> torch.Tensor:
         """The loss to train on: the mean token cross-entropy, or with `grounding_loss_weight` != 1 a weighted
@@ -272,6 +309,8 @@ class Trainer:
         full_state = get_model_state_dict(self.inner, options=options)
         optimizer_state = get_optimizer_state_dict(self.inner, self.optimizer, options=options)
         folder = self.out / "checkpoints" / f"step-{self.step:06d}"
+        sampler_state = self._sampler_state or self.data.sampler.state_dict()
+        self.vla.config.extra[DATA_SEEN_KEY] = self.data_history + [self.data_record(sampler_state)]
         if self.dist.is_main:
             trainable = {name: full_state[name] for name in self.trainable_names}
             if self.config.strategy in ("lora", "qlora"):
@@ -285,7 +324,7 @@ class Trainer:
                 extra_files={TRAINING_CONFIG_FILE: self.config.to_dict()},
                 write_extra=lambda tmp: write_training_state(
                     tmp, self.step, trainable, optimizer_state, self.scheduler.state_dict(),
-                    self._sampler_state or self.data.sampler.state_dict(),
+                    sampler_state,
                     adapter_model=self.inner if "lora" in self.config.strategy else None,
                 ),
             )
@@ -293,10 +332,24 @@ class Trainer:
         self.dist.barrier()
         return folder
 
+    def data_record(self, sampler_state: dict) -> dict[str, Any]:
+        """What this run has trained on so far, as config.json's `robovla_data_seen` lists it after the base
+        checkpoint's own runs: the stage, the steps, the folders and the samples drawn from each dataset."""
+        config = self.config
+        return {"stage": config.stage, "steps": self.step, "datasets": list(config.datasets),
+                "vl_corpus": config.vl_corpus, "samples": self.data.samples_drawn(sampler_state)}
+
     # ----------------------------------------------------------------------------------------------- run
     def run(self) -> TrainSummary:
-        return run_training(self, self.dist.world_size, self.dist.device, lambda metrics: {
-            "loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['action_accuracy']:.3f}"})
+        def postfix(metrics: dict[str, float]) -> dict[str, str]:
+            shown = {"loss": f"{metrics['loss']:.3f}"}
+            if self.action_tokens:
+                shown["acc"] = f"{metrics['action_accuracy']:.3f}"
+            if "vl_accuracy" in metrics:
+                shown["vl_acc"] = f"{metrics['vl_accuracy']:.3f}"
+            return shown
+
+        return run_training(self, self.dist.world_size, self.dist.device, postfix)
 
 
 def run_training(trainer: Any, world_size: int, device: torch.device,
