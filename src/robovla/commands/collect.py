@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instructions-per-scene", type=int, default=1, metavar="N",
                         help="demonstrate each sampled scene under N instructions: the sampled task, then other "
                              "targets/goals in the same layout, so the words decide what to do (default 1)")
+    parser.add_argument("--instructions", choices=["suite", "augmented"], default="suite",
+                        help="'augmented': half the episodes under a training rewrite of their instruction (a polite "
+                             "word, an end mark, the target first); evaluation holds other rewrites out")
     parser.add_argument("--max-frames", type=int, default=None, metavar="K",
                         help="keep only the first K frames of each demonstration (not run to success): many more "
                              "distinct scenes for the same time, for the first decisions (which object, where)")
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         policy=args.policy,
         policy_share=args.policy_share,
         instructions_per_scene=args.instructions_per_scene,
+        instructions=args.instructions,
         max_frames=args.max_frames,
     )
     try:

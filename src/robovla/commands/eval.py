@@ -28,10 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to run")
     what.add_argument("--suite", action="append", default=None,
                       help="tabletop suite, repeatable, or 'all' (the five generalization suites; default: tabletop-train); "
-                           "SUITE:paraphrase rewrites that suite's instructions; Meta-World: metaworld-mt10, "
+                           "SUITE:paraphrase (or :punctuation, :polite, :synonym, :order) rewrites that suite's "
+                           "instructions; Meta-World: metaworld-mt10, "
                            "metaworld-mt50, metaworld-easy|medium|hard|very-hard or metaworld-TASK")
-    what.add_argument("--instructions", choices=["suite", "paraphrase"], default="suite",
-                      help="'paraphrase': every instruction rewritten with templates no training data uses")
+    what.add_argument("--instructions", choices=["suite", "paraphrase", "punctuation", "polite", "synonym", "order"],
+                      default="suite", help="'paraphrase': every instruction rewritten with templates no training "
+                      "data uses; a rewrite family: rewritten in that family alone (robovla.sim.rewrites)")
     what.add_argument("--episodes", type=int, default=50, help="seeded episodes per suite")
     what.add_argument("--seed", type=int, default=OFFICIAL_SEED,
                       help=f"seed of episode 0 (then +1 each); {OFFICIAL_SEED} = the official seeds that results "

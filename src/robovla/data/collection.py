@@ -40,6 +40,8 @@ class CollectConfig:
     policy_share: float = 0.5
     # each scene under this many instructions (the sampled one, then other targets/goals in the same layout)
     instructions_per_scene: int = 1
+    # "augmented": half the episodes under a training rewrite of their instruction (robovla.sim.rewrites)
+    instructions: str = "suite"
     # keep only each demonstration's first K frames, unchecked for success: the expert's labels are right
     # whatever comes after, and many short demos show many more distinct scenes for the same time and disk
     max_frames: int | None = None
@@ -93,7 +95,8 @@ class EpisodeRecorder:
             torch.set_num_threads(1)  # one per worker process: the workers already use the cores
             self.policy = robovla.Policy.from_pretrained(config.policy, restrict_to_actions=True)
         self.env = make_env(
-            config.suite, embodiment=config.embodiment, image_size=config.image_size, wrist_camera=config.wrist_camera, task=config.task
+            config.suite, embodiment=config.embodiment, image_size=config.image_size, wrist_camera=config.wrist_camera,
+            task=config.task, instructions=config.instructions,
         )
 
     def _policy_action(self, obs: dict, instruction: str) -> np.ndarray:
@@ -197,6 +200,7 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
     from robovla.data.lerobot_writer import write_lerobot_dataset
     from robovla.sim import list_suites
     from robovla.sim.env import embodiment_of
+    from robovla.sim.rewrites import AUGMENTED
     from robovla.sim.metaworld_tasks import check_task, is_metaworld_suite, suite_tasks
     from robovla.sim.variations import check_family
 
@@ -204,13 +208,17 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
         suite_tasks(config.suite)
         if config.task is not None:
             check_task(config.task)
-        if config.instructions_per_scene > 1:
-            raise RobovlaError("--instructions-per-scene needs a tabletop suite: Meta-World tasks have one instruction")
+        if config.instructions_per_scene > 1 or config.instructions != "suite":
+            raise RobovlaError("--instructions-per-scene and --instructions need a tabletop suite: Meta-World tasks "
+                               "have one instruction")
     elif config.suite not in list_suites():
         raise RobovlaError(f"unknown suite {config.suite!r}; valid: {', '.join(list_suites())}, or a Meta-World "
                            "suite (metaworld-mt10, metaworld-mt50, metaworld-TASK, ...)")
     else:
         check_family(config.task)
+    if config.instructions not in ("suite", AUGMENTED):
+        raise RobovlaError(f"--instructions {config.instructions!r}: a collection takes suite or {AUGMENTED} (the "
+                           "rewrite families are held out for evaluation)")
     embodiment = embodiment_of(config.suite, config.embodiment)
     if config.episodes < 1 or workers < 1 or config.instructions_per_scene < 1 or (
         config.max_frames is not None and config.max_frames < 1
@@ -275,6 +283,7 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 2, progress: 
         "expert_noise": config.noise,
         **({"instructions_per_scene": config.instructions_per_scene} if config.instructions_per_scene > 1 else {}),
         **({"max_frames": config.max_frames} if config.max_frames else {}),
+        **({"instructions": config.instructions} if config.instructions != "suite" else {}),
         **({"dagger_policy": config.policy, "policy_share": config.policy_share} if config.policy else {}),
         "image_size": config.image_size,
         "action_scale": {"pos_step_m": embodiment.pos_step, "rot_step_rad": embodiment.rot_step, "gripper": "absolute, 1 = open"},

@@ -12,6 +12,9 @@ asked several questions, each answer computed from the simulator's state after t
 - cell: which of the 4 x 3 grid cells holds a thing ("back far left"), seen from the default front camera;
 - count: how many things of a shape there are, and in all.
 
+A share of the questions (`SYNONYM_SHARE`) name shapes and containers by common synonyms ("block", "dish"), as
+web text would: the robot data never does, so a policy that follows "the red block" learnt the word here.
+
 The words are ones the tabletop tokenizer holds (it has no "j" or "z": "thing", not "object"; "how big", not
 "size"), which `check_vocabulary` enforces.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from robovla.errors import RobovlaError
+from robovla.sim.rewrites import NOUN_SYNONYMS, PLURAL_SYNONYMS
 
 SCHEMA = "robovla.vl-corpus/1"
 COLUMNS = ("far left", "left", "right", "far right")  # the motion grid's x cells, left to right in the front view
@@ -41,6 +46,8 @@ SHAPES = ("cube", "cylinder", "ball", "disc")
 SIZE_RANGE = (0.045, 0.075)  # every size the suites use, held-out ones included
 NUMBERS = ("none", "one", "two", "three", "four", "five")  # "zero": the small tokenizer has no "z"
 KINDS = ("caption", "colour", "shape", "size", "cell", "count")
+SYNONYM_SHARE = 0.3  # questions worded with common synonyms of the nouns ("block" for cube): robovla.sim.rewrites
+SYNONYMS = {**NOUN_SYNONYMS, **PLURAL_SYNONYMS}
 
 PHRASINGS: dict[str, tuple[str, ...]] = {
     "caption": ("describe the scene.", "what is on the table?", "list the things on the table from left to right."),
@@ -146,6 +153,10 @@ def questions(state: dict[str, list[dict[str, Any]]], rng: np.random.Generator, 
 
     def ask(kind: str, answer: str, concepts: tuple[str, ...], **slots: str) -> None:
         question = str(rng.choice(PHRASINGS[kind])).format(**slots)
+        if rng.random() < SYNONYM_SHARE:
+            question, answer = with_synonyms(question), with_synonyms(answer)
+            concepts = concepts + tuple(w for w in corpus_words([VLExample(kind, question, answer, ())])
+                                        if w in SYNONYMS.values())
         candidates[kind].append(VLExample(kind, question, answer, concepts))
 
     things = sorted([*({"phrase": f"{o['colour']} {o['shape']}", "x": o["x"]} for o in objects),
@@ -178,6 +189,11 @@ def questions(state: dict[str, list[dict[str, Any]]], rng: np.random.Generator, 
             if pools[kind] and len(chosen) < per_scene:
                 chosen.append(candidates[kind][int(pools[kind].pop())])
     return chosen
+
+
+def with_synonyms(text: str) -> str:
+    """`text` with every shape and container noun replaced by its common synonym (cube -> block, bowl -> dish)."""
+    return re.sub(r"[a-z]+", lambda m: SYNONYMS.get(m.group(0), m.group(0)), text)
 
 
 def corpus_words(examples: list[VLExample]) -> set[str]:

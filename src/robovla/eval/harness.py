@@ -33,7 +33,9 @@ logger = logging.getLogger("robovla.eval")
 
 OFFICIAL_SEED = 1_000_000  # reported figures use episodes seeded from here
 VALIDATION_SEED = 2_000_000  # choices (checkpoints, settings) are made on these, never on the official ones
-PARAPHRASE = "paraphrase"
+# instruction sets a condition may name after its suite ("tabletop-train:polite"): the paraphrase templates, and
+# each held-out rewrite family alone (robovla.sim.rewrites)
+EVAL_INSTRUCTIONS = ("paraphrase", "punctuation", "polite", "synonym", "order")
 RUN_NAME, RESULTS_NAME = "run.json", "results.json"
 RUN_SCHEMA = "robovla.eval.run/1"
 # describe() keys that may change between a run and its resumption: where the same thing is found
@@ -83,8 +85,9 @@ def split_condition(condition: str) -> tuple[str, str]:
             raise RobovlaError(f"{condition!r}: Meta-World suites have one phrasing per task")
     else:
         get_suite(suite)
-    if instructions not in ("", PARAPHRASE):
-        raise RobovlaError(f"unknown instruction set {instructions!r} in {condition!r}; valid: {PARAPHRASE}")
+    if instructions not in ("", *EVAL_INSTRUCTIONS):
+        raise RobovlaError(f"unknown instruction set {instructions!r} in {condition!r}; valid: "
+                           f"{', '.join(EVAL_INSTRUCTIONS)}")
     return suite, instructions or "suite"
 
 
@@ -92,12 +95,12 @@ def expand_conditions(suites: list[str], instructions: str = "suite") -> tuple[s
     """CLI suites ("all" = the five generalization suites) -> conditions; `instructions="paraphrase"` applies to each of them."""
     from robovla.sim.variations import BENCHMARK_SUITES
 
-    if instructions not in ("suite", PARAPHRASE):
-        raise RobovlaError(f"unknown instruction set {instructions!r}; valid: suite, {PARAPHRASE}")
+    if instructions not in ("suite", *EVAL_INSTRUCTIONS):
+        raise RobovlaError(f"unknown instruction set {instructions!r}; valid: suite, {', '.join(EVAL_INSTRUCTIONS)}")
     names = [name for suite in suites for name in (BENCHMARK_SUITES if suite == "all" else [suite])]
     conditions = []
     for name in names:
-        condition = f"{name}:{PARAPHRASE}" if instructions == PARAPHRASE and ":" not in name else name
+        condition = f"{name}:{instructions}" if instructions != "suite" and ":" not in name else name
         split_condition(condition)
         if condition not in conditions:
             conditions.append(condition)

@@ -19,6 +19,7 @@ from robovla.sim.embodiments import Embodiment, get_embodiment
 from robovla.sim.render import OffscreenRenderer
 from robovla.sim.scene import GRIPPER_START, TIMESTEP, build_mjcf
 from robovla.errors import RobovlaError
+from robovla.sim.rewrites import AUGMENTED, REWRITE_FAMILIES, augmented, rewritten
 from robovla.sim.tasks import (INSTRUCTION_SETS, LIFTED, EpisodeSpec, ObjectSpec, WorldState, failure_reason,
                                is_success, paraphrased, sample_episode)
 
@@ -60,7 +61,9 @@ class EnvConfig:
     image_size: int = 224
     wrist_camera: bool = False
     task: str | None = None  # restrict to one task family
-    instructions: str = "suite"  # "paraphrase": rewrite each instruction with a template no suite uses
+    # "paraphrase": rewrite each instruction with a template no suite uses; a rewrite family (punctuation, polite,
+    # synonym, order: robovla.sim.rewrites) rewrites it in that family alone; "augmented": training rewrites
+    instructions: str = "suite"
 
 
 class TabletopEnv(gymnasium.Env):
@@ -100,8 +103,13 @@ class TabletopEnv(gymnasium.Env):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         episode = (options or {}).get("episode") or sample_episode(self._rng, self.suite, self.task)
+        # rewrites are drawn after the scene: the same seed gives the same scene under every instruction set
         if self.config.instructions == "paraphrase":
-            episode = paraphrased(episode, self._rng)  # drawn after the scene: the same seed gives the same scene
+            episode = paraphrased(episode, self._rng)
+        elif self.config.instructions == AUGMENTED:
+            episode = augmented(episode, self._rng)
+        elif self.config.instructions in REWRITE_FAMILIES:
+            episode = rewritten(episode, self.config.instructions, self._rng)
         self._load(episode)
         self.expert = None
         return self._observe(), self._info(False)

@@ -54,7 +54,7 @@ TEMPLATES: dict[str, dict[str, str]] = {
 # Instruction sets a policy can be evaluated under (`robovla eval --instructions`): "suite" keeps each suite's own
 # phrasings; "paraphrase" rewrites the instruction with one of these templates, which no suite and no collection
 # ever uses (capitals and punctuation, a polite opening, other verbs and word order), to measure language robustness.
-INSTRUCTION_SETS = ("suite", "paraphrase")
+INSTRUCTION_SETS = ("suite", "paraphrase", "punctuation", "polite", "synonym", "order", "augmented")  # rewrites.py
 PARAPHRASES: dict[str, tuple[str, ...]] = {
     "pick_place": (
         "Could you put the {target} {prep} the {goal}?",
