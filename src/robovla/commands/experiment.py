@@ -9,8 +9,10 @@ HELP = ("Run an experiment end to end (collect -> train -> evaluate -> report), 
         "left. recipes: the parallel-decoding recipe (OpenVLA-OFT) against the reference recipe; fine-tuning: the "
         "generalist fine-tuned on a new robot setup against Diffusion Policy and training from scratch, for 10-150 "
         "demonstrations; limited-hardware: fine-tuning strategies, then fp32/bf16/int8/int4 weights; metaworld: a VLA and "
-        "Diffusion Policy trained on Meta-World's MT10 beside published results (needs the metaworld extra).")
-EXPERIMENTS = ("recipes", "fine-tuning", "limited-hardware", "metaworld")
+        "Diffusion Policy trained on Meta-World's MT10 beside published results (needs the metaworld extra); "
+        "generalization: narrow data, the diverse mixture and vision-language co-training, per generalization axis "
+        "and on rewritten instructions.")
+EXPERIMENTS = ("recipes", "fine-tuning", "limited-hardware", "metaworld", "generalization")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +59,14 @@ def run(args: argparse.Namespace) -> int:
 
         document = fine_tuning.run(fine_tuning.FineTuningSettings(**common), command)
         lines = [verdict_line(v) for v in verdicts(document)]
+    elif args.name == "generalization":
+        from robovla.eval.stats import rate_text
+        from robovla.experiments import generalization
+
+        document = generalization.run(generalization.GeneralizationSettings(**common), command)
+        lines = [f"- {name}: " + ", ".join(f"{suite.replace('tabletop-', '')} {rate_text(row)}"
+                                           for suite, row in arm["success"].items() if ":" not in suite)
+                 for name, arm in document["arms"].items()]
     elif args.name == "metaworld":
         from robovla.eval.stats import rate_text
         from robovla.experiments import metaworld

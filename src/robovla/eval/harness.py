@@ -181,7 +181,7 @@ def _run_batch(policy: EvalPolicy, settings: EvalSettings, condition: str, episo
             return
         record = EpisodeRecord(condition, suite, instructions, k, settings.seed + k, settings.embodiment,
                                families[j], texts[j], success, steps, round(time.perf_counter() - start, 3),
-                               None if success else info.get("failure") or "timeout")
+                               None if success else info.get("failure") or "timeout", info.get("handled"))
         if frames is not None and folder is not None:
             _film(folder, record, frames)
         log.append(record)

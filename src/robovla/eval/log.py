@@ -37,6 +37,7 @@ class EpisodeRecord:
     steps: int
     seconds: float  # wall time from the start of its batch of episodes to its end
     failure: str | None  # None on success; else tasks.FAILURE_REASONS' key
+    handled: str | None = None  # the first object the robot moved: target, other or none (None: not recorded)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -47,6 +48,7 @@ class EpisodeRecord:
 
 
 _FIELDS = set(EpisodeRecord.__dataclass_fields__)
+_OPTIONAL = {"handled"}  # absent from logs written before it was recorded
 
 
 def _parse(line: str) -> EpisodeRecord | None:
@@ -54,7 +56,7 @@ def _parse(line: str) -> EpisodeRecord | None:
         data = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(data, dict) or set(data) != _FIELDS:
+    if not isinstance(data, dict) or not (_FIELDS - _OPTIONAL) <= set(data) <= _FIELDS:
         return None
     try:
         record = EpisodeRecord(**data)

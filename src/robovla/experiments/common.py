@@ -65,7 +65,8 @@ class StageLog:
 
 
 def collect_demonstrations(out: Path, episodes: int, seed: int, wrist_camera: bool, suite: str = "tabletop-train",
-                           noise: float = 0.3, workers: int = 2, embodiment: str = "default") -> dict[str, Any]:
+                           noise: float = 0.3, workers: int = 2, embodiment: str = "default",
+                           instructions: str = "suite") -> dict[str, Any]:
     """Scripted-expert demonstrations as a LeRobot dataset (the folder appears only when complete)."""
     from robovla.data.collection import CollectConfig, collect
 
@@ -73,7 +74,7 @@ def collect_demonstrations(out: Path, episodes: int, seed: int, wrist_camera: bo
         info = json.loads((out / "meta" / "info.json").read_text())
         return {"episodes": info["total_episodes"], "frames": info["total_frames"]}
     config = CollectConfig(suite=suite, episodes=episodes, embodiment=embodiment, image_size=128,
-                           wrist_camera=wrist_camera, seed=seed, noise=noise)
+                           wrist_camera=wrist_camera, seed=seed, noise=noise, instructions=instructions)
     result = collect(config, out, workers=workers, progress=False)
     return {"episodes": result.episodes, "frames": result.frames, "expert_success": round(result.success_rate, 3)}
 

@@ -20,7 +20,7 @@ from robovla.sim.render import OffscreenRenderer
 from robovla.sim.scene import GRIPPER_START, TIMESTEP, build_mjcf
 from robovla.errors import RobovlaError
 from robovla.sim.rewrites import AUGMENTED, REWRITE_FAMILIES, augmented, rewritten
-from robovla.sim.tasks import (INSTRUCTION_SETS, LIFTED, EpisodeSpec, ObjectSpec, WorldState, failure_reason,
+from robovla.sim.tasks import (INSTRUCTION_SETS, LIFTED, EpisodeSpec, ObjectSpec, WorldState, failure_reason, first_handled,
                                is_success, paraphrased, sample_episode)
 
 ACTION_LOW = np.array([-1, -1, -1, -1, -1, -1, 0], dtype=np.float32)
@@ -139,6 +139,8 @@ class TabletopEnv(gymnasium.Env):
         state = self.world_state()
         target = self.episode.target.name
         self._target_lifted |= bool(state.positions[target][2] > self._start[target][2] + LIFTED)
+        if self._handled == "none":
+            self._handled = first_handled(self.episode, self._start, state)
         success = bool(is_success(self.episode, state))
         truncated = self._t >= self.max_episode_steps and not success
         info = self._info(success)
@@ -222,6 +224,7 @@ class TabletopEnv(gymnasium.Env):
         self.episode = episode
         self._start = {o.name: self.object_pos(o.name) for o in episode.objects}  # where each object settled
         self._target_lifted = False
+        self._handled = "none"  # the first object the robot moved: "target", "other" or "none" yet
 
     def _render(self, camera_id: int) -> np.ndarray:
         assert self._renderer is not None
@@ -244,6 +247,7 @@ class TabletopEnv(gymnasium.Env):
             "task": self.episode.family,
             "step": self._t,
             "failure": None,  # on the last step of a failed episode: why (tasks.FAILURE_REASONS)
+            "handled": self._handled,  # the first object moved so far: target, other or none
         }
 
 

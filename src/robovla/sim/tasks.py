@@ -406,6 +406,19 @@ MOVED = 0.03  # metres an object must travel (or rise) to count as handled
 LIFTED = 0.03  # metres above its start height at which the target counts as lifted
 
 
+def first_handled(spec: EpisodeSpec, start: dict[str, np.ndarray], state: WorldState) -> str:
+    """Which object the robot has moved (or lifted) so far: "target", "other" (another object, not the target) or
+    "none". Called each step until it says something, it tells which object a policy went for first."""
+
+    def moved(name: str) -> bool:
+        delta = state.positions[name] - start[name]
+        return math.hypot(delta[0], delta[1]) > MOVED or delta[2] > MOVED
+
+    if moved(spec.target.name):
+        return "target"
+    return "other" if any(moved(o.name) for o in spec.objects if o.name != spec.target.name) else "none"
+
+
 def failure_reason(spec: EpisodeSpec, start: dict[str, np.ndarray], state: WorldState, target_lifted: bool) -> str:
     """Why an episode that ran out of steps failed, as far as the simulator can tell (`FAILURE_REASONS`)."""
 

@@ -1,0 +1,226 @@
+"""`robovla experiment generalization`: OpenVLA's first claim in miniature, and what each ingredient buys.
+
+OpenVLA says its zero-shot generalization (unseen visuals, positions, objects and words) comes from a diverse
+robot mixture and a vision-language starting point. Starting from the shipped policy (trained on narrow
+`tabletop-train` data; `make policy` / `make policy-gpu` produce it, and it is not counted in this experiment's
+time), three arms train with the same steps, batch and schedule and differ only in their data, and each then
+fits its own grounding pointer on its default-robot demonstrations, as the shipped policy did (fine-tuning leaves
+the old pointer stale, and without one the shipped policy falls from 16/20 to 7/20 on its training suite):
+
+- `narrow`: more `tabletop-train` demonstrations (one scene distribution, the suites' own phrasings);
+- `diverse`: the diverse mixture: `tabletop-diverse` scenes (any flat table colour, light, jittered camera, 3-4
+  objects, all clear of the held-out values) on both embodiments, half the instructions under training
+  rewrites (`collect --instructions augmented`);
+- `diverse-vl`: the same mixture co-trained with the vision-language corpus (`robovla collect-vl`: every colour,
+  shape and size word, the shape synonyms), RT-2's recipe, weights from the `tabletop_generalist` mixture.
+
+Each arm and the starting point run the five generalization suites and the training suite under each held-out
+rewrite family (punctuation, polite, synonym, order), on official seeds with intervals. The report says per axis
+what each step buys, how much each rewrite family loses against the trained phrasings, and whether the semantic
+suite's colour words, which only the vision-language corpus holds, pick the named object more often than chance.
+Each stage is saved when done and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robovla.experiments.common import ExperimentScale
+
+NAME = "generalization"
+SUITES = ("tabletop-train", "tabletop-visual", "tabletop-motion", "tabletop-physical", "tabletop-semantic")
+REWRITES = tuple(f"tabletop-train:{family}" for family in ("punctuation", "polite", "synonym", "order"))
+CONDITIONS = SUITES + REWRITES
+SELECTION = "median"  # the shipped policy's decoding, used by every arm
+COLLECT_SEEDS = {"narrow": 2301, "diverse": 2302, "diverse-sideview": 2303, "vision-language": 2304}
+
+
+@dataclass(frozen=True)
+class GeneralizationArm:
+    name: str
+    label: str
+    data: tuple[str, ...]  # demonstration folders under work/demos
+    mixture: str | None  # robovla.data.mixtures.MIXTURES: the weights, in one place
+    vision_language: bool = False  # co-trained with the corpus (stage cotrain)
+
+
+ARMS = (
+    GeneralizationArm("narrow", "narrow data: tabletop-train demonstrations", ("narrow",), None),
+    GeneralizationArm("diverse", "the diverse mixture: randomized scenes, both robots, rewritten instructions",
+                      ("diverse", "diverse-sideview"), "tabletop"),
+    GeneralizationArm("diverse-vl", "the diverse mixture co-trained with the vision-language corpus (RT-2)",
+                      ("diverse", "diverse-sideview"), "tabletop_generalist", vision_language=True),
+)
+
+
+@dataclass(frozen=True)
+class GeneralizationScale(ExperimentScale):
+    sideview_demos: int = 200  # demonstrations of the second embodiment in the diverse mixture
+    vl_scenes: int = 2000  # vision-language corpus scenes (6 questions each)
+    pointer_steps: int = 2000  # grounding-pointer training steps (on cached features: minutes)
+
+
+SCALES = {
+    # full: 800 demonstrations per arm's robot data (the diverse arm's: 600 + 200 on the sideview robot), 2000 corpus
+    # scenes, 1000 fine-tuning steps of batch 32 per arm (about 1.2 s each on 2 cores), 50 episodes per condition
+    "full": GeneralizationScale(demos=800, steps=1000, episodes=50, timing_calls=0, sideview_demos=200,
+                                vl_scenes=2000, pointer_steps=2000),
+    # quick: the whole pipeline in minutes, for trying it out and for tests (its numbers mean nothing)
+    "quick": GeneralizationScale(demos=3, steps=2, episodes=2, timing_calls=0, sideview_demos=2, vl_scenes=3,
+                                 pointer_steps=2),
+}
+
+
+@dataclass
+class GeneralizationSettings:
+    scale: str = "full"
+    work: Path = Path("runs/generalization")  # demonstrations, corpus, training runs, episode logs (git-ignored)
+    out: Path = Path("results/generalization")  # results.json, report.md, plots (committed)
+    workers: int = 1  # processes stepping the evaluation envs
+
+
+def starting_point() -> Path:
+    from robovla.demo import shipped_policy_path
+
+    return shipped_policy_path()
+
+
+def train_config(arm: GeneralizationArm, demos: dict[str, Path], corpus: Path, out: Path,
+                 scale: GeneralizationScale):
+    """What every arm shares (the starting point, steps, batch, schedule, seed) with the arm's data."""
+    from robovla.train.config import TrainConfig
+
+    steps = scale.steps
+    return TrainConfig(
+        checkpoint=str(starting_point()), datasets=[str(demos[name]) for name in arm.data], mixture=arm.mixture,
+        stage="cotrain" if arm.vision_language else "actions",
+        vl_corpus=str(corpus) if arm.vision_language else None, augment=False, steps=steps, batch_size=32,
+        lr=3e-4, schedule="warmup-cosine", warmup_steps=max(1, steps // 10), seed=0, out=str(out),
+        save_every=max(1, min(250, steps)), keep_checkpoints=1, log_every=max(1, min(50, steps)), progress=False,
+    )
+
+
+def fit_arm_pointer(checkpoint: Path, demos: Path, out: Path, steps: int) -> dict[str, Any]:
+    """A grounding pointer for a trained arm, fitted on its default-robot demonstrations (the folder appears
+    only when complete; a fit cut short starts again)."""
+    from robovla.train.pointer import fit_pointer
+    from robovla.train.pointer_config import PointerFitConfig
+
+    if not (out / "pointer_fit.json").exists():
+        fit_pointer(PointerFitConfig(checkpoint=str(checkpoint), datasets=[str(demos)], out=str(out), steps=steps,
+                                     holdout_episodes=50), progress=False)
+    report = json.loads((out / "pointer_fit.json").read_text())["report"]
+    return {"checkpoint": str(out), "frames": report["frames"], "holdout_within": report["holdout_within"],
+            "holdout_first_frame_within": report["holdout_first_frame_within"],
+            "feature_seconds": report["feature_seconds"], "train_seconds": report["train_seconds"]}
+
+
+def collect_corpus(out: Path, scenes: int, seed: int) -> dict[str, Any]:
+    """The vision-language corpus (the folder appears only when complete)."""
+    from robovla.data.vl_corpus import VLCorpusConfig, write_corpus
+    from robovla.model.factory import packaged_tokenizer_path
+
+    if (out / "card.json").exists():
+        card = json.loads((out / "card.json").read_text())
+    else:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(packaged_tokenizer_path("tabletop-small")))
+        card = write_corpus(out, VLCorpusConfig(scenes=scenes, seed=seed), tokenizer, progress=False)
+    return {"scenes": card["scenes"], "examples": card["examples"], "kinds": card["kinds"]}
+
+
+def handled(folder: Path, condition: str) -> dict[str, int]:
+    """From an evaluation's episode log: how often the first object moved was the target, another or none."""
+    counts = {"target": 0, "other": 0, "none": 0}
+    for line in (folder / "episodes.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["condition"] == condition and record.get("handled") in counts:
+            counts[record["handled"]] += 1
+    return counts
+
+
+def chance_of_target(episodes: int) -> float:
+    """The semantic suite's chance rate of going for the named object: the mean over its official episodes of one
+    over the graspable objects in the scene (what picking an object at random would score)."""
+    import numpy as np
+
+    from robovla.eval.harness import OFFICIAL_SEED
+    from robovla.sim.tasks import sample_episode
+    from robovla.sim.variations import get_suite
+
+    suite = get_suite("tabletop-semantic")
+    counts = [len(sample_episode(np.random.default_rng(OFFICIAL_SEED + k), suite).objects) for k in range(episodes)]
+    return float(np.mean([1.0 / n for n in counts]))
+
+
+def evaluate_arm(log: Any, name: str, checkpoint: Path, work: Path, scale: GeneralizationScale,
+                 workers: int) -> dict[str, Any]:
+    from robovla.experiments.common import evaluate_checkpoint
+
+    folder = work / "eval" / name
+    evaluated = log.run(f"eval/{name}", lambda: {
+        **evaluate_checkpoint(checkpoint, folder, CONDITIONS, scale.episodes, "default", workers,
+                              unnorm_key="tabletop_default", selection=SELECTION),
+        "handled_semantic": handled(folder, "tabletop-semantic"),
+    })
+    return evaluated
+
+
+def run(settings: GeneralizationSettings, command: str | None = None) -> dict[str, Any]:
+    """Every stage in order, skipping what is done; returns (and writes) the results document."""
+    from robovla.data.mixtures import get_mixture
+    from robovla.eval.harness import simulator_versions
+    from robovla.experiments.common import StageLog, collect_demonstrations, train_in_subprocess
+    from robovla.files import write_json_atomic
+
+    scale = SCALES[settings.scale]
+    work, out = Path(settings.work), Path(settings.out)
+    work.mkdir(parents=True, exist_ok=True)
+    log = StageLog(work / "experiment.json", {"experiment": NAME, "scale": settings.scale, **vars(scale)})
+    demos = {name: work / "demos" / name for name in ("narrow", "diverse", "diverse-sideview")}
+    data: dict[str, Any] = {
+        "narrow": log.run("demos/narrow", lambda: collect_demonstrations(
+            demos["narrow"], scale.demos, seed=COLLECT_SEEDS["narrow"], wrist_camera=False)),
+        "diverse": log.run("demos/diverse", lambda: collect_demonstrations(
+            demos["diverse"], scale.demos - scale.sideview_demos, seed=COLLECT_SEEDS["diverse"], wrist_camera=False,
+            suite="tabletop-diverse", instructions="augmented")),
+        "diverse-sideview": log.run("demos/diverse-sideview", lambda: collect_demonstrations(
+            demos["diverse-sideview"], scale.sideview_demos, seed=COLLECT_SEEDS["diverse-sideview"],
+            wrist_camera=False, suite="tabletop-diverse", instructions="augmented", embodiment="sideview")),
+    }
+    corpus = work / "vl-corpus"
+    data["vision-language"] = log.run("vl-corpus", lambda: collect_corpus(corpus, scale.vl_scenes,
+                                                                          COLLECT_SEEDS["vision-language"]))
+    arms: dict[str, Any] = {"shipped": {"label": "the starting point: the shipped policy (narrow data only)",
+                                        "evaluation": evaluate_arm(log, "shipped", starting_point(), work, scale,
+                                                                   settings.workers)}}
+    for arm in ARMS:
+        config = train_config(arm, demos, corpus, work / "train" / arm.name, scale)
+        trained = log.run(f"train/{arm.name}", lambda: train_in_subprocess(config, work / "train" / f"{arm.name}.log"))
+        pointer = log.run(f"pointer/{arm.name}", lambda: fit_arm_pointer(
+            Path(trained["checkpoint"]), demos[arm.data[0]], work / "pointer" / arm.name, scale.pointer_steps))
+        arms[arm.name] = {"label": arm.label, "data": list(arm.data), "mixture": arm.mixture,
+                          "weights": get_mixture(arm.mixture) if arm.mixture else None,
+                          "vision_language": arm.vision_language, "training": trained, "pointer": pointer,
+                          "evaluation": evaluate_arm(log, arm.name, Path(pointer["checkpoint"]), work, scale,
+                                                     settings.workers)}
+    document = {
+        "schema": "robovla.experiment.generalization/1", "experiment": NAME, "scale": settings.scale,
+        "command": command, "starting_point": str(starting_point()), "steps": scale.steps, "batch_size": 32,
+        "lr": 3e-4, "episodes": scale.episodes, "selection": SELECTION, "conditions": list(CONDITIONS),
+        "data": {name: {"seed": COLLECT_SEEDS[name], **record} for name, record in data.items()},
+        "simulator": simulator_versions(SUITES),
+        "semantic_chance": round(chance_of_target(scale.episodes), 4),
+        "arms": {name: {**arm, "success": arm["evaluation"]["conditions"]} for name, arm in arms.items()},
+        "wall_seconds": {name: stage["seconds"] for name, stage in log.data["stages"].items()},
+    }
+    from robovla.experiments.generalization_report import write_generalization_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", document)
+    write_generalization_report(out, document)
+    return document

@@ -1,0 +1,73 @@
+"""`robovla experiment generalization`: the report's judgements from a results document, the colour-word chance
+rate, the mixture's weights, and the --quick run end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robovla.eval.stats import rate_summary
+from robovla.experiments.generalization import CONDITIONS, chance_of_target
+from robovla.experiments.generalization_report import best_arm, followed, rewrite_losses, target_check
+
+
+def arm(successes: dict[str, int], handled=(10, 20, 5), n: int = 50) -> dict:
+    rows = {c: rate_summary(successes.get(c, 0), n) for c in CONDITIONS}
+    target, other, none = handled
+    return {"success": rows, "evaluation": {"handled_semantic": {"target": target, "other": other, "none": none}}}
+
+
+def test_targets_are_judged_against_the_training_suite_and_the_trained_phrasings():
+    good = arm({"tabletop-train": 45, "tabletop-visual": 40, "tabletop-motion": 38, "tabletop-physical": 36,
+                "tabletop-semantic": 26, "tabletop-train:punctuation": 45, "tabletop-train:polite": 42,
+                "tabletop-train:synonym": 41, "tabletop-train:order": 44})
+    assert [met for _, met, _ in target_check(good)] == [True, True, True, True]
+    assert rewrite_losses(good) == pytest.approx({"punctuation": 0, "polite": 6, "synonym": 8, "order": 2})
+    weak = arm({"tabletop-train": 40, "tabletop-visual": 2, "tabletop-motion": 35, "tabletop-physical": 35,
+                "tabletop-semantic": 10, "tabletop-train:punctuation": 40, "tabletop-train:polite": 20,
+                "tabletop-train:synonym": 40, "tabletop-train:order": 40})
+    checks = {target.split()[0]: (met, measured) for target, met, measured in target_check(weak)}
+    assert checks["training"] == (True, "80%")
+    assert checks["visual,"] == (False, "visual -76, motion -10, physical -10")
+    assert checks["semantic"] == (False, "20%")
+    assert checks["rewrites"] == (False, "worst: polite -40")
+    assert best_arm({"arms": {"weak": weak, "good": good}}) == "good"
+
+
+def test_the_colour_word_rate_counts_only_episodes_that_moved_something():
+    row = followed(arm({}, handled=(12, 8, 30)))
+    assert (row["successes"], row["n"], row["none"]) == (12, 20, 30)
+    assert 1 / 4 <= chance_of_target(50) <= 1 / 2  # three or four graspable objects per semantic scene
+
+
+def test_the_generalist_mixture_names_both_robots_and_the_corpus():
+    from robovla.data.mixtures import get_mixture
+
+    assert set(get_mixture("tabletop_generalist")) == {"tabletop_default", "tabletop_sideview", "vision_language"}
+
+
+@pytest.mark.slow
+def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
+    from robovla.cli import main
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    argv = ["experiment", "generalization", "--quick", "--work", str(work), "--out", str(out)]
+    assert main(argv) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert list(document["arms"]) == ["shipped", "narrow", "diverse", "diverse-vl"]
+    for name, result in document["arms"].items():
+        assert set(result["success"]) == set(CONDITIONS), name
+    history = json.loads((work / "pointer" / "diverse-vl" / "config.json").read_text())["robovla_data_seen"]
+    assert history[-1]["stage"] == "cotrain" and "vision_language" in history[-1]["samples"]
+    records = [json.loads(line) for line in (work / "eval" / "diverse" / "episodes.jsonl").read_text().splitlines()]
+    assert {r["handled"] for r in records} <= {"target", "other", "none"}
+    assert any(r["instructions"] == "synonym" for r in records)
+    report = (out / "report.md").read_text()
+    for heading in ("Zero-shot success per axis", "What each step buys", "reads as the same",
+                    "Colour words learnt only from vision-language data", "shipped generalist's targets"):
+        assert heading in report
+    assert (out / "success.png").stat().st_size > 0
+    stages = json.loads((work / "experiment.json").read_text())["stages"]
+    assert main(argv) == 0  # a rerun resumes: every stage done, nothing redone
+    assert json.loads((work / "experiment.json").read_text())["stages"] == stages
