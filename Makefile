@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench eval-shipped experiment-recipes experiment-fine-tuning experiment-limited-hardware experiment-metaworld install-metaworld policy policy-gpu policy-pointer clean
+.PHONY: install demo test test-slow bench eval-shipped experiment-recipes experiment-fine-tuning experiment-limited-hardware experiment-metaworld experiment-generalization install-metaworld policy policy-gpu policy-pointer clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ experiment-limited-hardware: $(STAMP)
 	# results/limited-hardware: six fine-tuning strategies, then fp32/bf16/int8/int4 weights of the best, and the
 	# strategies' trainable counts on openvla-7b (about 35 min on 2 cores); rerun to resume
 	$(VENV)/bin/robovla experiment limited-hardware
+
+experiment-generalization: $(STAMP)
+	# results/generalization: from the shipped policy, narrow data vs the diverse mixture vs the mixture co-trained with
+	# the vision-language corpus, on the five suites and four instruction rewrite families (about 2 h on 2 cores); rerun
+	# to resume
+	$(VENV)/bin/robovla experiment generalization --workers 2
 
 install-metaworld: $(STAMP)
 	# the metaworld extra (metaworld 3.1.1 + the mujoco 3.3.0 it pins) into an existing venv; `make install` has it
