@@ -45,6 +45,8 @@ def test_training_rewrites_never_use_a_held_out_familys_words_or_frames():
     template_words = {w for family in TEMPLATES.values() for t in family.values() for w in words(t)}
     held_out_frames = {w for frame in POLITE + PUNCTUATION for w in words(frame.lower())} - template_words - {"instruction"}
     assert held_out_frames == {"could", "you", "would", "kindly", "thank", "i", "need"}
+    paraphrase_words = {w for family in PARAPHRASES.values() for t in family for w in words(t)} - template_words
+    held_out_frames |= paraphrase_words - {"it", "and", "is", "be"}  # the paraphrase condition stays unseen too
     rng = np.random.default_rng(1)
     seen = set()
     for suite in ("tabletop-train", "tabletop-diverse"):

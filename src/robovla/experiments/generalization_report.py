@@ -143,7 +143,7 @@ def write_generalization_report(out: Path, document: dict[str, Any]) -> Path:
               "The training suite's episodes under each held-out rewrite family (same seeds as the trained phrasings; "
               "`robovla.sim.rewrites`): punctuation (capitals, \"!\"), polite (\"could you ...?\"), synonym (block "
               "for cube, dish for bowl, lay for put) and order (the goal first). Training never saw them: the diverse "
-              "collections rewrite with other words (\"please\", \"go ahead and\", \".\", the target first).", "",
+              "collections rewrite with other words (\"go ahead and\", \"now\", \"for me\", \".\", the target first).", "",
               "| arm | trained phrasings | " + " | ".join(FAMILIES) + " | worst loss (points) |",
               "|---|---|" + "---|" * (len(FAMILIES) + 1)]
     for name, arm in arms.items():

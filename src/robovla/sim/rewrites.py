@@ -10,8 +10,8 @@ family at a time, so each family's success can be set against the trained phrasi
 - `order`: the goal first, the trained words kept ("in the green bowl, put the red cube").
 
 A training collection with `instructions="augmented"` rewrites half its episodes with `TRAIN_REWRITES`: other end
-marks, other polite words, the target first. No training rewrite uses an evaluation family's words or frames
-(the tests check), and no robot data ever names the synonyms: a policy can only know "block" from the
+marks, other polite words, the target first. No training rewrite uses an evaluation family's words or frames, nor
+the words of `tasks.PARAPHRASES` (the tests check), and no robot data ever names the synonyms: a policy can only know "block" from the
 vision-language corpus, which names shapes and containers by these synonyms too, as web text would.
 """
 
@@ -39,7 +39,7 @@ POLITE = ("could you {instruction}?", "would you kindly {instruction}?", "{instr
           "i need you to {instruction}")
 TRAIN_REWRITES = {
     "punctuation": ("{Instruction}.",),
-    "polite": ("please {instruction}", "{instruction}, please", "go ahead and {instruction}"),
+    "polite": ("go ahead and {instruction}", "{instruction} now", "{instruction} for me"),
     "order": ("the {target}: {instruction_it}",),  # the target first, then the instruction about "it"
 }
 
@@ -93,5 +93,5 @@ def augmented(spec: "EpisodeSpec", rng: np.random.Generator) -> "EpisodeSpec":
     frames = TRAIN_REWRITES[family]
     frame = frames[int(rng.integers(len(frames)))]
     slots = _slots(spec)
-    about_it = _template(spec).format(**{**slots, "target": "it"})
+    about_it = _template(spec).replace("the {target}", "it").format(**slots)
     return replace(spec, instruction=_framed(frame, spec.instruction, instruction_it=about_it, **slots))
