@@ -8,8 +8,8 @@ import json
 import pytest
 
 from robovla.eval.stats import rate_summary
-from robovla.experiments.generalization import CONDITIONS, chance_of_target
-from robovla.experiments.generalization_report import best_arm, followed, rewrite_losses, target_check
+from robovla.experiments.generalization import CONDITIONS, chance_of_target, choose
+from robovla.experiments.generalization_report import followed, rewrite_losses, target_check
 
 
 def arm(successes: dict[str, int], handled=(10, 20, 5), n: int = 50) -> dict:
@@ -32,7 +32,14 @@ def test_targets_are_judged_against_the_training_suite_and_the_trained_phrasings
     assert checks["visual,"] == (False, "visual -76, motion -10, physical -10")
     assert checks["semantic"] == (False, "20%")
     assert checks["rewrites"] == (False, "worst: polite -40")
-    assert best_arm({"arms": {"weak": weak, "good": good}}) == "good"
+
+
+def test_the_generalist_is_chosen_on_validation_successes_first_listed_on_a_tie():
+    def result(*successes: int) -> dict:
+        return {"conditions": {f"suite{k}": rate_summary(n, 20) for k, n in enumerate(successes)}}
+
+    assert choose({"narrow": result(10, 2), "diverse": result(9, 4), "diverse-vl": result(8, 3)}) == "diverse"
+    assert choose({"narrow": result(5, 5), "diverse": result(6, 4)}) == "narrow"
 
 
 def test_the_colour_word_rate_counts_only_episodes_that_moved_something():
@@ -68,6 +75,9 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
                     "Colour words learnt only from vision-language data", "shipped generalist's targets"):
         assert heading in report
     assert (out / "success.png").stat().st_size > 0
+    assert document["generalist"]["arm"] in ("narrow", "diverse", "diverse-vl")
+    assert (work / "generalist" / "config.json").exists() and (work / "generalist" / "pointer_fit.json").exists()
+    assert set(document["validation"]["success"]) == {"narrow", "diverse", "diverse-vl"}
     stages = json.loads((work / "experiment.json").read_text())["stages"]
     assert main(argv) == 0  # a rerun resumes: every stage done, nothing redone
     assert json.loads((work / "experiment.json").read_text())["stages"] == stages

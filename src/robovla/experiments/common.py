@@ -122,8 +122,9 @@ def run_summary(out: Path) -> dict[str, Any]:
 def evaluate_checkpoint(checkpoint: Path, folder: Path, conditions: tuple[str, ...], episodes: int,
                         embodiment: str = "default", workers: int = 1, unnorm_key: str | None = None,
                         selection: str | None = None, quantization: str | None = None,
-                        dtype: str = "float32", videos: int = 0) -> dict[str, Any]:
-    """A VLA or Diffusion Policy checkpoint on `conditions` (`evaluate_policy`). `selection` sets a VLA's decoding
+                        dtype: str = "float32", videos: int = 0, seed: int | None = None) -> dict[str, Any]:
+    """A VLA or Diffusion Policy checkpoint on `conditions` (`evaluate_policy`; `seed`: the first episode's, the
+    official seeds' when None). `selection` sets a VLA's decoding
     (one for every arm of a comparison); `dtype` and `quantization` (int8/int4 language-model weights) say how a
     VLA is loaded."""
     import robovla
@@ -140,19 +141,21 @@ def evaluate_checkpoint(checkpoint: Path, folder: Path, conditions: tuple[str, .
 
             model.set_recipe(replace(model.recipe, selection=selection))
         policy = CheckpointPolicy(model, checkpoint, unnorm_key, options={"dtype": dtype, "quantization": quantization})
-    return evaluate_policy(policy, folder, conditions, episodes, embodiment, workers, videos)
+    return evaluate_policy(policy, folder, conditions, episodes, embodiment, workers, videos, seed)
 
 
 def evaluate_policy(policy: Any, folder: Path, conditions: tuple[str, ...], episodes: int, embodiment: str = "default",
-                    workers: int = 1, videos: int = 0) -> dict[str, Any]:
-    """Any `EvalPolicy` (a checkpoint's, the scripted expert) on `conditions`, official seeds, episode log that
-    resumes: success with Wilson intervals per condition (with its per-task breakdowns) and overall; the first
+                    workers: int = 1, videos: int = 0, seed: int | None = None) -> dict[str, Any]:
+    """Any `EvalPolicy` (a checkpoint's, the scripted expert) on `conditions`, official seeds (or from `seed`),
+    episode log that resumes: success with Wilson intervals per condition (with its per-task breakdowns) and overall; the first
     `videos` episodes of each condition are filmed into `folder`/videos."""
     from robovla.eval import EvalSettings, evaluate
+    from robovla.eval.harness import OFFICIAL_SEED
 
     result = evaluate(policy, EvalSettings(conditions=conditions, episodes=episodes, embodiment=embodiment,
                                            num_envs=min(25, episodes), workers=workers, videos=videos,
-                                           progress=False), out=folder)
+                                           progress=False, seed=OFFICIAL_SEED if seed is None else seed),
+                      out=folder)
     kept = ("n", "successes", "rate", "ci95", "families", "difficulties")
     return {"folder": str(folder), "overall": result["overall"],
             "conditions": {name: {k: row[k] for k in kept if k in row} for name, row in result["conditions"].items()},

@@ -18,7 +18,8 @@ Each arm and the starting point run the five generalization suites and the train
 rewrite family (punctuation, polite, synonym, order), on official seeds with intervals. The report says per axis
 what each step buys, how much each rewrite family loses against the trained phrasings, and whether the semantic
 suite's colour words, which only the vision-language corpus holds, pick the named object more often than chance.
-Each stage is saved when done and a rerun resumes.
+Last, the arm with the most successes on validation seeds (never the official ones) becomes the generalist, copied
+to `work/generalist`. Each stage is saved when done and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -172,6 +173,29 @@ def evaluate_arm(log: Any, name: str, checkpoint: Path, work: Path, scale: Gener
     return evaluated
 
 
+def validation_episodes(scale: GeneralizationScale) -> int:
+    """Episodes per suite on validation seeds that choose the generalist (two fifths of the official count)."""
+    return max(2, scale.episodes * 2 // 5)
+
+
+def choose(validation: dict[str, dict[str, Any]]) -> str:
+    """The arm with the most validation successes over the five suites (the first listed on a tie)."""
+    totals = {name: sum(row["successes"] for row in result["conditions"].values())
+              for name, result in validation.items()}
+    return max(totals, key=lambda name: (totals[name], -list(totals).index(name)))
+
+
+def copy_checkpoint(source: Path, target: Path) -> dict[str, Any]:
+    """`source` copied to `target` (which appears only when complete)."""
+    import shutil
+
+    from robovla.files import write_folder_atomic
+
+    if not target.exists():
+        write_folder_atomic(target, lambda folder: shutil.copytree(source, folder, dirs_exist_ok=True))
+    return {"checkpoint": str(target), "from": str(source)}
+
+
 def run(settings: GeneralizationSettings, command: str | None = None) -> dict[str, Any]:
     """Every stage in order, skipping what is done; returns (and writes) the results document."""
     from robovla.data.mixtures import get_mixture
@@ -210,6 +234,16 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
                           "vision_language": arm.vision_language, "training": trained, "pointer": pointer,
                           "evaluation": evaluate_arm(log, arm.name, Path(pointer["checkpoint"]), work, scale,
                                                      settings.workers)}
+    from robovla.eval.harness import VALIDATION_SEED
+    from robovla.experiments.common import evaluate_checkpoint
+
+    validation = {name: log.run(f"validate/{name}", lambda: evaluate_checkpoint(
+        Path(arms[name]["pointer"]["checkpoint"]), work / "validate" / name, SUITES, validation_episodes(scale),
+        "default", settings.workers, unnorm_key="tabletop_default", selection=SELECTION, seed=VALIDATION_SEED))
+        for name in (arm.name for arm in ARMS)}
+    chosen = choose(validation)
+    shipped = log.run("generalist", lambda: {
+        "arm": chosen, **copy_checkpoint(Path(arms[chosen]["pointer"]["checkpoint"]), work / "generalist")})
     document = {
         "schema": "robovla.experiment.generalization/1", "experiment": NAME, "scale": settings.scale,
         "command": command, "starting_point": str(starting_point()), "steps": scale.steps, "batch_size": 32,
@@ -218,6 +252,9 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
         "simulator": simulator_versions(SUITES),
         "semantic_chance": round(chance_of_target(scale.episodes), 4),
         "arms": {name: {**arm, "success": arm["evaluation"]["conditions"]} for name, arm in arms.items()},
+        "validation": {"seed": VALIDATION_SEED, "episodes": validation_episodes(scale),
+                       "success": {name: result["conditions"] for name, result in validation.items()}},
+        "generalist": shipped,
         "wall_seconds": {name: stage["seconds"] for name, stage in log.data["stages"].items()},
     }
     from robovla.experiments.generalization_report import write_generalization_report
