@@ -41,7 +41,7 @@ def test_verdicts_need_intervals_apart():
 def test_bad_experiment_requests_say_what_is_wrong(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["experiment", "transfer"])
-    assert "invalid choice: 'transfer' (choose from 'recipes', 'fine-tuning', 'limited-hardware', 'metaworld')" in \
+    assert "invalid choice: 'transfer' (choose from 'recipes', 'fine-tuning', 'limited-hardware', 'metaworld', 'generalization')" in \
         capsys.readouterr().err
     assert main(["experiment", "fine-tuning", "--quick", "--stop-at", "5", "--work", str(tmp_path)]) == 2
     assert "--stop-at is for the recipes experiment" in capsys.readouterr().err
