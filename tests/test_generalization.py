@@ -15,7 +15,8 @@ from robovla.experiments.generalization_report import followed, rewrite_losses, 
 def arm(successes: dict[str, int], handled=(10, 20, 5), n: int = 50) -> dict:
     rows = {c: rate_summary(successes.get(c, 0), n) for c in CONDITIONS}
     target, other, none = handled
-    return {"success": rows, "evaluation": {"handled_semantic": {"target": target, "other": other, "none": none}}}
+    counts = {"target": target, "other": other, "none": none}
+    return {"success": rows, "evaluation": {"handled": {"tabletop-semantic": counts, "tabletop-train": counts}}}
 
 
 def test_targets_are_judged_against_the_training_suite_and_the_trained_phrasings():

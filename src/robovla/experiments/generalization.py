@@ -165,12 +165,11 @@ def evaluate_arm(log: Any, name: str, checkpoint: Path, work: Path, scale: Gener
     from robovla.experiments.common import evaluate_checkpoint
 
     folder = work / "eval" / name
-    evaluated = log.run(f"eval/{name}", lambda: {
-        **evaluate_checkpoint(checkpoint, folder, CONDITIONS, scale.episodes, "default", workers,
-                              unnorm_key="tabletop_default", selection=SELECTION),
-        "handled_semantic": handled(folder, "tabletop-semantic"),
-    })
-    return evaluated
+    evaluated = log.run(f"eval/{name}", lambda: evaluate_checkpoint(
+        checkpoint, folder, CONDITIONS, scale.episodes, "default", workers, unnorm_key="tabletop_default",
+        selection=SELECTION))
+    # which object each episode moved first, on the training suite (seen colour words) and the semantic one
+    return {**evaluated, "handled": {c: handled(folder, c) for c in ("tabletop-train", "tabletop-semantic")}}
 
 
 def validation_episodes(scale: GeneralizationScale) -> int:
