@@ -18,8 +18,8 @@ MIXTURES: dict[str, dict[str, float]] = {
     "tabletop": {"tabletop_default": 1.0, "tabletop_sideview": 1.0},
     # the generalist's mixture: both embodiments and the vision-language corpus (`robovla collect-vl`, drawn under
     # `vision_language` by `--stage cotrain`). Each weight multiplies the dataset's size, so with the generalization
-    # experiment's data (1200 + 400 demonstrations, 2000 scenes x 6 questions) about a quarter of the samples are
-    # questions. Override one weight with `robovla train --weights vision_language=0.5`.
+    # experiment's data (1200 + 400 demonstrations: 69,770 frames; 2000 scenes x 6 = 12,000 questions) about one
+    # sample in seven is a question. Override one weight with `robovla train --weights vision_language=2`.
     "tabletop_generalist": {"tabletop_default": 1.0, "tabletop_sideview": 1.0, "vision_language": 1.0},
     "tabletop_default": {"tabletop_default": 1.0},
     # the reference's OpenVLA training mixture (Open X-Embodiment), for users with OXE on disk
