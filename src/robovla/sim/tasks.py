@@ -421,14 +421,9 @@ def first_handled(spec: EpisodeSpec, start: dict[str, np.ndarray], state: WorldS
 
 def failure_reason(spec: EpisodeSpec, start: dict[str, np.ndarray], state: WorldState, target_lifted: bool) -> str:
     """Why an episode that ran out of steps failed, as far as the simulator can tell (`FAILURE_REASONS`)."""
-
-    def moved(name: str) -> bool:
-        delta = state.positions[name] - start[name]
-        return math.hypot(delta[0], delta[1]) > MOVED or delta[2] > MOVED
-
-    target = spec.target.name
-    if not moved(target) and any(moved(o.name) for o in spec.objects if o.name != target):
+    if first_handled(spec, start, state) == "other":  # the target never moved, another object did
         return "wrong_object"
+    target = spec.target.name
     resting = state.positions[target][2] < start[target][2] + LIFTED
     if target_lifted and resting:
         return "dropped"
