@@ -64,6 +64,8 @@ def test_answers_match_the_simulator_state():
             env.reset(options={"episode": sample_vl_scene(rng)})
             for worded in questions(scene_state(env), rng, per_scene=8):
                 synonyms += worded != _canonical(worded)
+                named = [c for c in worded.concepts if c in SYNONYMS.values()]
+                assert named == sorted(named)  # not a set's order, which changes with the process's hash seed
                 example = _canonical(worded)
                 kinds.add(example.kind)
                 assert example.answer == _expected(example, env), example

@@ -32,7 +32,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -155,8 +155,8 @@ def questions(state: dict[str, list[dict[str, Any]]], rng: np.random.Generator, 
         question = str(rng.choice(PHRASINGS[kind])).format(**slots)
         if rng.random() < SYNONYM_SHARE:
             question, answer = with_synonyms(question), with_synonyms(answer)
-            concepts = concepts + tuple(w for w in corpus_words([VLExample(kind, question, answer, ())])
-                                        if w in SYNONYMS.values())
+            # sorted: a set's order changes with the process's hash seed, and the corpus must not
+            concepts = concepts + tuple(sorted(text_words((question, answer)) & set(SYNONYMS.values())))
         candidates[kind].append(VLExample(kind, question, answer, concepts))
 
     things = sorted([*({"phrase": f"{o['colour']} {o['shape']}", "x": o["x"]} for o in objects),
@@ -196,13 +196,15 @@ def with_synonyms(text: str) -> str:
     return re.sub(r"[a-z]+", lambda m: SYNONYMS.get(m.group(0), m.group(0)), text)
 
 
-def corpus_words(examples: list[VLExample]) -> set[str]:
-    """Every word of the corpus's questions and answers (lower case, punctuation stripped)."""
-    words: set[str] = set()
-    for example in examples:
-        for text in (example.question, example.answer):
-            words.update(w.strip(".,?!") for w in text.lower().split())
+def text_words(texts: Iterable[str]) -> set[str]:
+    """Every word of `texts` (lower case, punctuation stripped)."""
+    words = {w.strip(".,?!") for text in texts for w in text.lower().split()}
     return {w for w in words if w}
+
+
+def corpus_words(examples: list[VLExample]) -> set[str]:
+    """Every word of the corpus's questions and answers."""
+    return text_words(text for example in examples for text in (example.question, example.answer))
 
 
 def words_outside(tokenizer: Any, words: set[str]) -> list[str]:
@@ -355,4 +357,4 @@ class VLDataset:
                 "dataset_name": VL_DATASET_NAME}
 
     def words(self) -> set[str]:
-        return corpus_words([VLExample("", q, a, ()) for q, a in zip(self.questions, self.answers)])
+        return text_words(self.questions + self.answers)
