@@ -136,13 +136,15 @@ def collect_corpus(out: Path, scenes: int, seed: int) -> dict[str, Any]:
     return {"scenes": card["scenes"], "examples": card["examples"], "kinds": card["kinds"]}
 
 
-def handled(folder: Path, condition: str) -> dict[str, int]:
-    """From an evaluation's episode log: how often the first object moved was the target, another or none."""
-    counts = {"target": 0, "other": 0, "none": 0}
-    for line in (folder / "episodes.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["condition"] == condition and record.get("handled") in counts:
-            counts[record["handled"]] += 1
+def handled(folder: Path, conditions: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """From an evaluation's episode log: per condition, how often the first object moved was the target, another
+    or none."""
+    from robovla.eval.log import LOG_NAME, EpisodeLog
+
+    counts = {condition: {"target": 0, "other": 0, "none": 0} for condition in conditions}
+    for record in EpisodeLog(folder / LOG_NAME).records.values():
+        if record.condition in counts and record.handled in counts[record.condition]:
+            counts[record.condition][record.handled] += 1
     return counts
 
 
@@ -169,7 +171,7 @@ def evaluate_arm(log: Any, name: str, checkpoint: Path, work: Path, scale: Gener
         checkpoint, folder, CONDITIONS, scale.episodes, "default", workers, unnorm_key="tabletop_default",
         selection=SELECTION))
     # which object each episode moved first, on the training suite (seen colour words) and the semantic one
-    return {**evaluated, "handled": {c: handled(folder, c) for c in ("tabletop-train", "tabletop-semantic")}}
+    return {**evaluated, "handled": handled(folder, ("tabletop-train", "tabletop-semantic"))}
 
 
 def validation_episodes(scale: GeneralizationScale) -> int:

@@ -70,7 +70,8 @@ def _synonyms(text: str) -> str:
 
 def rewritten(spec: "EpisodeSpec", family: str, rng: np.random.Generator) -> "EpisodeSpec":
     """`spec` with its instruction rewritten in one held-out family (same scene, same task, same meaning)."""
-    instruction = _template(spec).format(**_slots(spec))
+    slots = _slots(spec)
+    instruction = _template(spec).format(**slots)
     if family == "punctuation":
         text = _framed(PUNCTUATION[int(rng.integers(len(PUNCTUATION)))], instruction)
     elif family == "polite":
@@ -78,8 +79,8 @@ def rewritten(spec: "EpisodeSpec", family: str, rng: np.random.Generator) -> "Ep
     elif family == "synonym":
         text = _synonyms(instruction)
     elif family == "order":  # "put the red cube in the green bowl" -> "in the green bowl, put the red cube"
-        head, _, tail = instruction.partition(_slots(spec)["target"])
-        text = f"{tail.strip()}, {head}{_slots(spec)['target']}"
+        head, _, tail = instruction.partition(slots["target"])
+        text = f"{tail.strip()}, {head}{slots['target']}"
     else:
         raise ValueError(f"unknown rewrite family {family!r}")
     return replace(spec, instruction=text, phrasing=family)
