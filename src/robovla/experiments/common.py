@@ -49,6 +49,10 @@ class StageLog:
     def done(self, name: str) -> dict[str, Any] | None:
         return self.data["stages"].get(name)
 
+    def wall_seconds(self) -> dict[str, float]:
+        """Each finished stage's wall-clock seconds (what every results document reports)."""
+        return {name: stage["seconds"] for name, stage in self.data["stages"].items()}
+
     def run(self, name: str, work: Callable[[], dict[str, Any] | None], redo: bool = False) -> dict[str, Any]:
         """Run `work` unless the stage is recorded as finished; record its wall-clock and what it returns."""
         if not redo and (finished := self.done(name)) is not None:
@@ -62,6 +66,15 @@ class StageLog:
         write_json_atomic(self.path, self.data)
         logger.info("%s: finished in %.0f s", name, record["seconds"])
         return record
+
+
+def publish(out: Path, document: dict[str, Any],
+            write_report: Callable[[Path, dict[str, Any]], Any]) -> dict[str, Any]:
+    """An experiment's results.json and report (plots too) in `out`, made if missing; returns `document`."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", document)
+    write_report(out, document)
+    return document
 
 
 def collect_demonstrations(out: Path, episodes: int, seed: int, wrist_camera: bool, suite: str = "tabletop-train",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robovla.experiments.common import ExperimentScale
+from robovla.experiments.common import ExperimentScale, publish
 
 NAME = "fine-tuning"
 EMBODIMENT = "lab2"
@@ -104,7 +104,6 @@ def train_config(arm: FineTuningArm, demos: Path, size: int, out: Path, scale: F
 def run(settings: FineTuningSettings, command: str | None = None) -> dict[str, Any]:
     """Every stage in order, skipping what is done; returns (and writes) the results document."""
     from robovla.experiments.common import StageLog, collect_demonstrations, evaluate_checkpoint, train_and_evaluate
-    from robovla.files import write_json_atomic
 
     scale = SCALES[settings.scale]
     work, out = Path(settings.work), Path(settings.out)
@@ -139,11 +138,8 @@ def run(settings: FineTuningSettings, command: str | None = None) -> dict[str, A
                             "strategy": arm.strategy, "lr": arm.lr, "steps": scale.steps * arm.step_factor}
                  for arm in ARMS},
         "groups": groups,
-        "wall_seconds": {name: stage["seconds"] for name, stage in log.data["stages"].items()},
+        "wall_seconds": log.wall_seconds(),
     }
     from robovla.experiments.fine_tuning_report import write_fine_tuning_report
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", document)
-    write_fine_tuning_report(out, document)
-    return document
+    return publish(out, document, write_fine_tuning_report)

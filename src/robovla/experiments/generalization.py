@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robovla.experiments.common import ExperimentScale
+from robovla.experiments.common import ExperimentScale, publish
 
 NAME = "generalization"
 SUITES = ("tabletop-train", "tabletop-visual", "tabletop-motion", "tabletop-physical", "tabletop-semantic")
@@ -202,7 +202,6 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
     from robovla.data.mixtures import get_mixture
     from robovla.eval.harness import simulator_versions
     from robovla.experiments.common import StageLog, collect_demonstrations, train_in_subprocess
-    from robovla.files import write_json_atomic
 
     scale = SCALES[settings.scale]
     work, out = Path(settings.work), Path(settings.out)
@@ -256,11 +255,8 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
         "validation": {"seed": VALIDATION_SEED, "episodes": validation_episodes(scale),
                        "success": {name: result["conditions"] for name, result in validation.items()}},
         "generalist": shipped,
-        "wall_seconds": {name: stage["seconds"] for name, stage in log.data["stages"].items()},
+        "wall_seconds": log.wall_seconds(),
     }
     from robovla.experiments.generalization_report import write_generalization_report
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", document)
-    write_generalization_report(out, document)
-    return document
+    return publish(out, document, write_generalization_report)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robovla.experiments.common import ExperimentScale
+from robovla.experiments.common import ExperimentScale, publish
 from robovla.experiments.fine_tuning import COLLECT_SEEDS, EMBODIMENT, SELECTION, pretrained_checkpoint
 
 NAME = "limited-hardware"
@@ -111,7 +111,6 @@ def openvla_7b_counts() -> dict[str, Any]:
 def run(settings: LimitedHardwareSettings, command: str | None = None) -> dict[str, Any]:
     """Every stage in order, skipping what is done; returns (and writes) the results document."""
     from robovla.experiments.common import StageLog, collect_demonstrations, evaluate_checkpoint, train_and_evaluate
-    from robovla.files import write_json_atomic
 
     scale = SCALES[settings.scale]
     work, out = Path(settings.work), Path(settings.out)
@@ -148,14 +147,11 @@ def run(settings: LimitedHardwareSettings, command: str | None = None) -> dict[s
         "demonstrations": {"folder": str(demos), "used": scale.demos, **collected},
         "strategies": strategies, "best": best, "precisions": precisions,
         "openvla_7b": {k: v for k, v in counts.items() if k != "seconds"},
-        "wall_seconds": {name: stage["seconds"] for name, stage in log.data["stages"].items()},
+        "wall_seconds": log.wall_seconds(),
     }
     from robovla.experiments.limited_hardware_report import write_limited_hardware_report
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", document)
-    write_limited_hardware_report(out, document)
-    return document
+    return publish(out, document, write_limited_hardware_report)
 
 
 def time_weights(checkpoint: Path, dtype: str, quantization: str | None, calls: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robovla.experiments.common import ExperimentScale
+from robovla.experiments.common import ExperimentScale, publish
 from robovla.sim.metaworld_tasks import EMBODIMENT
 
 NAME = "metaworld"
@@ -91,7 +91,6 @@ def run(settings: MetaWorldSettings, command: str | None = None) -> dict[str, An
     from robovla.eval.policies import ExpertPolicy
     from robovla.experiments.common import StageLog, collect_demonstrations, evaluate_policy, train_and_evaluate
     from robovla.eval.harness import simulator_versions
-    from robovla.files import write_json_atomic
     from robovla.sim.metaworld_env import import_metaworld
 
     import_metaworld()  # a missing extra or a MuJoCo clash says so before any stage runs
@@ -126,15 +125,12 @@ def run(settings: MetaWorldSettings, command: str | None = None) -> dict[str, An
                      for name, policy in policies.items()},
         "experts_mt50": {"folder": "experts-mt50", "episodes": scale.expert_mt50_episodes,
                          "success": experts_mt50["conditions"][MT50]},
-        "wall_seconds": {name: stage["seconds"] for name, stage in log.data["stages"].items()},
+        "wall_seconds": log.wall_seconds(),
     }
     from robovla.experiments.metaworld_report import write_metaworld_report
 
-    out.mkdir(parents=True, exist_ok=True)
     keep_files(work / "eval" / "expert-mt50", out / "experts-mt50", EXPERT_FILES)
-    write_json_atomic(out / "results.json", document)
-    write_metaworld_report(out, document)
-    return document
+    return publish(out, document, write_metaworld_report)
 
 
 def keep_files(source: Path, target: Path, names: tuple[str, ...]) -> None:

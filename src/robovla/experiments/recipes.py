@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robovla.experiments.common import ExperimentScale
+from robovla.experiments.common import ExperimentScale, publish
 
 NAME = "recipes"
 SUITES = ("tabletop-train", "tabletop-visual", "tabletop-motion", "tabletop-physical", "tabletop-semantic")
@@ -78,7 +78,6 @@ class RecipesSettings:
 def run(settings: RecipesSettings, command: str | None = None) -> dict[str, Any]:
     """Every stage in order, skipping what is done; returns (and writes) the results document."""
     from robovla.experiments.common import StageLog, collect_demonstrations, train_to_end
-    from robovla.files import write_json_atomic
 
     scale = SCALES[settings.scale]
     work, out = Path(settings.work), Path(settings.out)
@@ -106,14 +105,11 @@ def run(settings: RecipesSettings, command: str | None = None) -> dict[str, Any]
         "budget": {"steps_trained": target, "schedule_steps": scale.steps, "batch_size": 32,
                    "complete": target == scale.steps},
         "episodes_per_suite": scale.episodes, "suites": list(SUITES), "arms": arms,
-        "wall_seconds": {name: stage["seconds"] for name, stage in log.data["stages"].items()},
+        "wall_seconds": log.wall_seconds(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", document)
     from robovla.experiments.recipes_report import write_recipes_report
 
-    write_recipes_report(out, document)
-    return document
+    return publish(out, document, write_recipes_report)
 
 
 def _recipe_of(checkpoint: Path) -> dict[str, Any]:
