@@ -35,6 +35,15 @@ def test_targets_are_judged_against_the_training_suite_and_the_trained_phrasings
     assert checks["rewrites"] == (False, "worst: polite -40")
 
 
+def test_the_wall_clock_counts_every_stage_once():
+    from robovla.experiments.generalization_report import time_spent
+
+    stages = {"demos/narrow": 60.0, "pointer-scenes/narrow": 30.0, "vl-corpus": 10.0, "train/narrow": 600.0,
+              "pointer/narrow": 300.0, "eval/narrow": 200.0, "validate/narrow": 50.0, "generalist": 1.0}
+    assert time_spent(stages) == {"collecting": 100.0, "training": 600.0, "fitting pointers": 300.0,
+                                  "evaluating": 250.0, "other": 1.0}
+
+
 def test_the_generalist_is_chosen_on_validation_successes_first_listed_on_a_tie():
     def result(*successes: int) -> dict:
         return {"conditions": {f"suite{k}": rate_summary(n, 20) for k, n in enumerate(successes)}}
@@ -79,6 +88,10 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     assert document["generalist"]["arm"] in ("narrow", "diverse", "diverse-vl")
     assert (work / "generalist" / "config.json").exists() and (work / "generalist" / "pointer_fit.json").exists()
     assert set(document["validation"]["success"]) == {"narrow", "diverse", "diverse-vl"}
+    for arm, scenes in (("narrow", "narrow"), ("diverse-vl", "diverse")):  # each pointer sees its arm's scenes
+        fit = json.loads((work / "pointer" / arm / "pointer_fit.json").read_text())["config"]
+        assert fit["datasets"] == [str(work / "pointer-scenes" / scenes), str(work / "demos" / scenes)]
+    assert document["data"]["scenes-diverse"]["instructions_per_scene"] == 3
     stages = json.loads((work / "experiment.json").read_text())["stages"]
     assert main(argv) == 0  # a rerun resumes: every stage done, nothing redone
     assert json.loads((work / "experiment.json").read_text())["stages"] == stages

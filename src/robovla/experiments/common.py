@@ -79,7 +79,8 @@ def publish(out: Path, document: dict[str, Any],
 
 def collect_demonstrations(out: Path, episodes: int, seed: int, wrist_camera: bool, suite: str = "tabletop-train",
                            noise: float = 0.3, workers: int = 2, embodiment: str = "default",
-                           instructions: str = "suite") -> dict[str, Any]:
+                           instructions: str = "suite", instructions_per_scene: int = 1,
+                           max_frames: int | None = None) -> dict[str, Any]:
     """Scripted-expert demonstrations as a LeRobot dataset (the folder appears only when complete)."""
     from robovla.data.collection import CollectConfig, collect
 
@@ -87,7 +88,8 @@ def collect_demonstrations(out: Path, episodes: int, seed: int, wrist_camera: bo
         info = json.loads((out / "meta" / "info.json").read_text())
         return {"episodes": info["total_episodes"], "frames": info["total_frames"]}
     config = CollectConfig(suite=suite, episodes=episodes, embodiment=embodiment, image_size=128,
-                           wrist_camera=wrist_camera, seed=seed, noise=noise, instructions=instructions)
+                           wrist_camera=wrist_camera, seed=seed, noise=noise, instructions=instructions,
+                           instructions_per_scene=instructions_per_scene, max_frames=max_frames)
     result = collect(config, out, workers=workers, progress=False)
     return {"episodes": result.episodes, "frames": result.frames, "expert_success": round(result.success_rate, 3)}
 
