@@ -87,7 +87,8 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     assert (out / "success.png").stat().st_size > 0
     assert document["generalist"]["arm"] in ("narrow", "diverse", "diverse-vl")
     assert (work / "generalist" / "config.json").exists() and (work / "generalist" / "pointer_fit.json").exists()
-    assert set(document["validation"]["success"]) == {"narrow", "diverse", "diverse-vl"}
+    assert set(document["validation"]["success"]) == {"shipped", "narrow", "diverse", "diverse-vl"}
+    assert isinstance(document["generalist"]["beats_starting_point"], bool)  # what decides shipping it
     for arm, scenes in (("narrow", "narrow"), ("diverse-vl", "diverse")):  # each pointer sees its arm's scenes
         fit = json.loads((work / "pointer" / arm / "pointer_fit.json").read_text())["config"]
         assert fit["datasets"] == [str(work / "pointer-scenes" / scenes), str(work / "demos" / scenes)]

@@ -191,10 +191,14 @@ def validation_episodes(scale: GeneralizationScale) -> int:
     return max(2, scale.episodes * 2 // 5)
 
 
+def validation_total(result: dict[str, Any]) -> int:
+    """Successes over every suite of one validation evaluation."""
+    return sum(row["successes"] for row in result["conditions"].values())
+
+
 def choose(validation: dict[str, dict[str, Any]]) -> str:
     """The arm with the most validation successes over the five suites (the first listed on a tie)."""
-    totals = {name: sum(row["successes"] for row in result["conditions"].values())
-              for name, result in validation.items()}
+    totals = {name: validation_total(result) for name, result in validation.items()}
     return max(totals, key=lambda name: (totals[name], -list(totals).index(name)))
 
 
@@ -260,13 +264,18 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
     from robovla.eval.harness import VALIDATION_SEED
     from robovla.experiments.common import evaluate_checkpoint
 
+    # the starting point runs the validation seeds too: the generalist joins the shipped policies only if it
+    # beats the policy it started from there
+    candidates = {"shipped": starting_point(),
+                  **{arm.name: Path(arms[arm.name]["pointer"]["checkpoint"]) for arm in ARMS}}
     validation = {name: log.run(f"validate/{name}", lambda: evaluate_checkpoint(
-        Path(arms[name]["pointer"]["checkpoint"]), work / "validate" / name, SUITES, validation_episodes(scale),
-        "default", settings.workers, unnorm_key="tabletop_default", selection=SELECTION, seed=VALIDATION_SEED))
-        for name in (arm.name for arm in ARMS)}
-    chosen = choose(validation)
-    shipped = log.run("generalist", lambda: {
+        checkpoint, work / "validate" / name, SUITES, validation_episodes(scale), "default", settings.workers,
+        unnorm_key="tabletop_default", selection=SELECTION, seed=VALIDATION_SEED))
+        for name, checkpoint in candidates.items()}
+    chosen = choose({name: result for name, result in validation.items() if name != "shipped"})
+    generalist = log.run("generalist", lambda: {
         "arm": chosen, **copy_checkpoint(Path(arms[chosen]["pointer"]["checkpoint"]), work / "generalist")})
+    beats = validation_total(validation[chosen]) > validation_total(validation["shipped"])
     document = {
         "schema": "robovla.experiment.generalization/1", "experiment": NAME, "scale": settings.scale,
         "command": command, "starting_point": str(shown_path(starting_point())), "steps": scale.steps, "batch_size": 32,
@@ -277,7 +286,7 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
         "arms": {name: {**arm, "success": arm["evaluation"]["conditions"]} for name, arm in arms.items()},
         "validation": {"seed": VALIDATION_SEED, "episodes": validation_episodes(scale),
                        "success": {name: result["conditions"] for name, result in validation.items()}},
-        "generalist": shipped,
+        "generalist": {**generalist, "beats_starting_point": beats},
         "wall_seconds": log.wall_seconds(),
     }
     from robovla.experiments.generalization_report import write_generalization_report

@@ -40,6 +40,15 @@ def time_spent(stages: dict[str, float]) -> dict[str, float]:
     return {**spent, "other": sum(stages.values()) - sum(spent.values())}
 
 
+def joins_text(document: dict[str, Any]) -> str:
+    """Whether the generalist beat its starting point on the validation seeds (what decides shipping it)."""
+    beats = document["generalist"].get("beats_starting_point")
+    if beats is None:
+        return ""
+    return ("It beats the starting point there, so it joins the shipped policies." if beats else
+            "It does not beat the starting point there, so the shipped policy stays as it is.")
+
+
 def points(row: dict[str, Any]) -> float:
     return 100.0 * (row["rate"] or 0.0)
 
@@ -184,8 +193,9 @@ def write_generalization_report(out: Path, document: dict[str, Any]) -> Path:
               f"The generalist is the arm with the most successes on validation seeds (from {validation['seed']:,}, "
               f"{validation['episodes']} episodes per suite; " + ", ".join(f"{n} {k}/{t}" for n, (k, t) in
                                                                            totals.items())
-              + f"): `{best}`, in `{document['generalist']['checkpoint']}`. Its official-seed figures above, "
-              "against the targets, beside the starting point's:", "",
+              + f"): `{best}`, in `{document['generalist']['checkpoint']}`. "
+              + joins_text(document) + " Its official-seed figures above, against the targets, beside the "
+              "starting point's:", "",
               f"| target | {best} | met | the shipped policy (start) | met |", "|---|---|---|---|---|"]
     for (target, met, measured), (_, start_met, start) in zip(target_check(arms[best]),
                                                               target_check(arms["shipped"])):
