@@ -42,10 +42,8 @@ def time_spent(stages: dict[str, float]) -> dict[str, float]:
 
 def joins_text(document: dict[str, Any]) -> str:
     """Whether the generalist beat its starting point on the validation seeds (what decides shipping it)."""
-    beats = document["generalist"].get("beats_starting_point")
-    if beats is None:
-        return ""
-    return ("It beats the starting point there, so it joins the shipped policies." if beats else
+    return ("It beats the starting point there, so it joins the shipped policies."
+            if document["generalist"]["beats_starting_point"] else
             "It does not beat the starting point there, so the shipped policy stays as it is.")
 
 
@@ -134,11 +132,11 @@ def write_generalization_report(out: Path, document: dict[str, Any]) -> Path:
         cost = (f"{trained['train_seconds'] / 60:.0f} min; pointer on {pointer['frames']} frames, held-out target / "
                 f"goal estimates within 5 cm: {within or '-'}") if trained else "-"
         lines.append(f"| {name} | {arm['label']} | {weights} | {cost} |")
-    lines += ["", "Data: " + "; ".join(
-        f"{name} {data_size(record)} (seed {record['seed']})" for name, record in data.items()) + ". No robot data holds a held-out value: the diverse scenes are "
-        "drawn clear of every suite's held-out table, light, colour, position, size and shape; the colour words "
-        "orange, purple, cyan and pink and the shape and container synonyms appear only in the vision-language "
-        "corpus.", ""]
+    lines += ["", "Data: " + "; ".join(f"{name} {data_size(record)} (seed {record['seed']})"
+                                        for name, record in data.items())
+              + ". No robot data holds a held-out value: the diverse scenes are drawn clear of every suite's held-out "
+              "table, light, colour, position, size and shape; the colour words orange, purple, cyan and pink and "
+              "the shape and container synonyms appear only in the vision-language corpus.", ""]
     lines += ["## Zero-shot success per axis", "",
               "| arm | train | visual | motion | physical | semantic |", "|---|---|---|---|---|---|"]
     for name, arm in arms.items():
