@@ -86,6 +86,22 @@ def test_positions_follow_the_likeliest_patch_and_the_loss_prefers_the_true_one(
     assert pointer.loss(right, truth) < pointer.loss(wrong, truth)
 
 
+def test_a_role_without_a_known_place_adds_nothing_to_the_loss():
+    """A referring question names one thing: its goal pair is NaN, and the loss is the target role's alone."""
+    torch.manual_seed(0)
+    pointer = GroundingPointer(PointerConfig(layer=0, roles=2, width=8, heads=2), hidden_size=8, num_patches=16)
+    pointer.patch_xy.copy_(torch.rand(16, 2))
+    logits = torch.randn(3, 2, 16, requires_grad=True)
+    truth = torch.rand(3, 4)
+    alone = GroundingPointer(PointerConfig(layer=0, roles=1, width=8, heads=2), hidden_size=8, num_patches=16)
+    alone.patch_xy.copy_(pointer.patch_xy)
+    truth[:, 2:] = float("nan")
+    loss = pointer.loss(logits, truth)
+    assert torch.isfinite(loss) and torch.allclose(loss, alone.loss(logits[:, :1], truth[:, :2]))
+    loss.backward()
+    assert logits.grad[:, 1].abs().sum() == 0 and logits.grad[:, 0].abs().sum() > 0
+
+
 def synthetic_scenes(count: int, seed: int, grid: int = 4, width: int = 16):
     """Three coloured objects on a grid and an instruction naming two of them by colour: only the words say
     which (the colour's word vector differs from its look), so a pointer that scores well has learned the binding."""
@@ -124,6 +140,33 @@ def test_pointer_learns_which_object_the_words_name():
     assert (before <= 0.05).mean() < 0.5
     assert (after <= 0.05).mean(0).min() >= 0.9, after.mean(0)  # scenes it never trained on
     assert history[-1]["step"] == 600 and len(history[-1]["holdout_within"]) == 2
+
+
+def test_referring_questions_teach_the_pointer_a_word_robot_data_never_uses():
+    """Robot rows name colours 0-2 only; referring rows ("the <colour>", target role alone, goal NaN) name all four.
+    Trained on both, the pointer finds colour 3's object as a robot instruction's target; on robot rows alone, it
+    cannot. The same check as the tabletop's: a colour word learnt only from vision-language data."""
+    torch.manual_seed(0)
+    cache, xy = synthetic_scenes(3000, seed=2)
+    words = cache.text[:, 1].float()  # each row's target colour word
+    colour_words = torch.randn(6, 16, generator=torch.Generator().manual_seed(1))[:4]
+    target = (words[:, None] - colour_words[None]).norm(dim=-1).argmin(dim=1).numpy()
+    goal = (cache.text[:, 4].float()[:, None] - colour_words[None]).norm(dim=-1).argmin(dim=1).numpy()
+    robot = np.flatnonzero((target != 3) & (goal != 3))[:1200]
+    unseen = np.flatnonzero(target == 3)[-200:]  # robot-format rows whose target's word the robot rows never had
+    referring = np.setdiff1d(np.arange(1800), np.concatenate([robot, unseen]))[:1200]
+    cache.text[referring, 2:] = 0  # "the <colour>": the target alone
+    cache.text_mask[referring, 2:] = False
+    cache.grounding[referring, 2:] = float("nan")
+    config = PointerFitConfig(checkpoint="", datasets=[], out="", steps=500, batch_size=64, lr=3e-3)
+    shares = []
+    for rows in (robot, np.concatenate([robot, referring])):
+        torch.manual_seed(0)
+        pointer = GroundingPointer(PointerConfig(layer=0, width=32, heads=2, max_text=8, target_sigma=0.03), 16, 16)
+        pointer.patch_xy.copy_(xy)
+        train_pointer(pointer, cache, rows, np.zeros(0, dtype=np.int64), config, progress=False)
+        shares.append(float((evaluate_pointer(pointer, cache, unseen)[:, 0] <= 0.05).mean()))
+    assert shares[0] < 0.5 and shares[1] >= 0.8, shares
 
 
 def test_a_policy_emits_the_pointers_estimate_as_grounding_tokens():
@@ -211,6 +254,35 @@ def test_fit_pointer_command_writes_a_policy_with_its_pointer(tmp_path, capsys):
     robovla.save_pretrained(robovla.build_model(plain, norm_stats=STATS), tmp_path / "plain")
     args[2], args[6] = str(tmp_path / "plain"), str(tmp_path / "other")
     assert main(args) == 2 and "no grounding tokens" in capsys.readouterr().err
+
+
+def test_fit_pointer_adds_a_corpus_referring_questions(tmp_path, capsys):
+    pytest.importorskip("mujoco")
+    import pyarrow.parquet as pq
+
+    data, corpus = tmp_path / "demos", tmp_path / "vl"
+    assert main(["collect", "--episodes", "3", "--max-frames", "2", "--out", str(data), "--workers", "1",
+                 "--image-size", "32", "--quiet"]) == 0
+    assert main(["collect-vl", "--scenes", "4", "--questions-per-scene", "5", "--image-size", "32", "--out",
+                 str(corpus), "--quiet"]) == 0
+    referring = json.loads((corpus / "card.json").read_text())["referring"]
+    config = robovla.preset("tiny")
+    config.recipe = robovla.Recipe(proprio=True, grounding=True)
+    robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
+    args = ["fit-pointer", "--checkpoint", str(tmp_path / "policy"), "--datasets", str(data), "--out",
+            str(tmp_path / "out"), "--steps", "3", "--holdout-episodes", "1", "--frame-stride", "1", "--width", "16",
+            "--vl-corpus", str(corpus), "--vl-holdout-scenes", "1", "--quiet"]
+    assert main(args) == 0
+    assert "corpus questions; held-out ones whose thing is placed within 5 cm" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "pointer_fit.json").read_text())["report"]
+    assert report["vl_questions"] == referring and 0 <= report["vl_holdout_within"] <= 1
+    assert report["frames"] == 6 + referring and report["holdout_frames"] == 2  # robot frames held out as before
+    # a corpus written before questions recorded their places: named, and nothing is written
+    table = pq.read_table(corpus / "corpus.parquet")
+    pq.write_table(table.drop_columns(["x", "y"]), corpus / "corpus.parquet")
+    args[6] = str(tmp_path / "again")
+    assert main(args) == 2 and "records no positions" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
 
 
 def test_training_from_a_pointer_checkpoint_leaves_the_stale_pointer_out(tmp_path):

@@ -21,7 +21,23 @@ def _canonical(example: VLExample) -> VLExample:
     def undo(text: str) -> str:
         return re.sub(r"[a-z]+", lambda m: back.get(m.group(0), m.group(0)), text)
 
-    return VLExample(example.kind, undo(example.question), undo(example.answer), example.concepts)
+    return VLExample(example.kind, undo(example.question), undo(example.answer), example.concepts, example.where)
+
+
+def _expected_where(example: VLExample, env) -> tuple[float, float] | None:
+    """Where the one thing the question is about lies, from the env alone (None: a question about no one thing)."""
+    spec = env.episode
+    if example.kind in ("count", "caption"):
+        return None
+    if example.kind == "colour" and " of the " not in example.question:
+        shape = next(s for s in ("cube", "cylinder", "ball", "disc") if s in example.question)
+        about = next(o for o in spec.objects if o.shape == shape)
+    elif example.kind == "colour":
+        about = next(o for o in spec.objects if o.color == example.answer)
+    else:
+        colour = next(c for c in V.COLORS if re.search(rf"\b{c}\b", example.question))
+        about = next(o for o in spec.objects if o.color == colour)
+    return tuple(float(v) for v in env.object_pos(about.name)[:2])
 
 
 def _expected(example: VLExample, env) -> str:
@@ -69,6 +85,7 @@ def test_answers_match_the_simulator_state():
                 example = _canonical(worded)
                 kinds.add(example.kind)
                 assert example.answer == _expected(example, env), example
+                assert example.where == _expected_where(example, env), example
                 if example.kind == "caption":
                     phrases = {f"{o.color} {o.shape}" for o in env.episode.objects}
                     assert all(p in example.answer for p in phrases)
@@ -117,6 +134,13 @@ def test_the_corpus_folder_has_its_card_and_reads_back(tmp_path):
     assert sum(card["concepts"].values()) >= 24 and "| concept | examples |" in (out / "README.md").read_text()
     corpus, images = read_corpus(out)
     assert corpus.num_rows == 24 and images.num_rows == 6
+    from robovla.data.vl_corpus import VLDataset
+
+    where = VLDataset(out).where  # the referring questions' places, NaN for the rest
+    about_one = np.isin(np.array(corpus.column("kind").to_pylist()), ["colour", "shape", "size", "cell"])
+    assert card["referring"] == int(about_one.sum()) >= 1
+    assert np.isfinite(where[about_one]).all() and np.isnan(where[~about_one]).all()
+    assert (np.abs(where[about_one]) < 0.6).all()  # on the table, in metres
     assert set(corpus.column("scene").to_pylist()) == set(range(6))
     with pytest.raises(RobovlaError, match="not a vision-language corpus"):
         read_corpus(tmp_path)

@@ -29,6 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=defaults.width, help="the pointer's own width (default: %(default)s)")
     parser.add_argument("--layer", type=int, default=None,
                         help="language-model layer whose input the pointer reads (default: the last layer)")
+    parser.add_argument("--vl-corpus", default=None,
+                        help="a vision-language corpus (robovla collect-vl): its questions about one thing (\"where is "
+                             "the orange cylinder?\") teach the pointer the words robot data never uses")
+    parser.add_argument("--vl-questions", type=int, default=defaults.vl_questions,
+                        help="at most this many corpus questions, drawn at random (default: %(default)s)")
+    parser.add_argument("--vl-holdout-scenes", type=int, default=defaults.vl_holdout_scenes,
+                        help="corpus scenes kept out of training to report accuracy on its questions "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
     parser.add_argument("--dtype", default=defaults.dtype, help="weights dtype of the saved checkpoint (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -39,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from robovla.train.pointer import fit_pointer
     from robovla.train.pointer_config import PointerFitConfig
 
-    for name in ("frame_stride", "steps", "batch_size", "width", "holdout_episodes"):
-        if getattr(args, name) < (0 if name == "holdout_episodes" else 1):
+    for name in ("frame_stride", "steps", "batch_size", "width", "holdout_episodes", "vl_questions",
+                 "vl_holdout_scenes"):
+        if getattr(args, name) < (0 if name in ("holdout_episodes", "vl_holdout_scenes") else 1):
             raise RobovlaError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.max_frames is not None and args.max_frames < 1:
         raise RobovlaError(f"--max-frames must be positive, got {args.max_frames}")
@@ -48,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, datasets=list(args.datasets), out=args.out, embodiment=args.embodiment,
         frame_stride=args.frame_stride, max_frames=args.max_frames, holdout_episodes=args.holdout_episodes,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, layer=args.layer,
-        seed=args.seed, dtype=args.dtype,
+        seed=args.seed, dtype=args.dtype, vl_corpus=args.vl_corpus, vl_questions=args.vl_questions,
+        vl_holdout_scenes=args.vl_holdout_scenes,
     )
     _, report = fit_pointer(config, progress=not args.quiet)
     within = ", ".join(f"{share:.1%}" for share in report.holdout_within)
@@ -56,4 +66,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"fitted a pointer on {report.train_frames} frames ({report.feature_seconds:.0f} s of features, "
           f"{report.train_seconds:.0f} s of training); held-out estimates within 5 cm (target, goal): {within} "
           f"(first frames: {first}) -> {config.out}")
+    if report.vl_questions:
+        held = "none held out" if report.vl_holdout_within is None else f"{report.vl_holdout_within:.1%}"
+        print(f"with {report.vl_questions} corpus questions; held-out ones whose thing is placed within 5 cm: {held}")
     return 0

@@ -12,6 +12,11 @@ asked several questions, each answer computed from the simulator's state after t
 - cell: which of the 4 x 3 grid cells holds a thing ("back far left"), seen from the default front camera;
 - count: how many things of a shape there are, and in all.
 
+Every question about one thing (colour, shape, size, cell) also records where that thing is on the table (`x`,
+`y` in metres, the simulator's), so the corpus doubles as referring-expression data: "where is the orange
+cylinder?" with the place it names, the part RefCOCO plays in Prismatic's mixture. `robovla fit-pointer
+--vl-corpus` fits the grounding pointer on those too.
+
 A share of the questions (`SYNONYM_SHARE`) name shapes and containers by common synonyms ("block", "dish"), as
 web text would: the robot data never does, so a policy that follows "the red block" learnt the word here.
 
@@ -19,7 +24,7 @@ The words are ones the tabletop tokenizer holds (it has no "j" or "z": "thing", 
 "size"), which `check_vocabulary` enforces.
 
 Each kind has several phrasings. `robovla collect-vl` writes the corpus as a dataset folder (`corpus.parquet`:
-scene, question, answer, kind, concepts; `images.parquet`: each scene's PNG; `card.json` and `README.md`: counts
+scene, question, answer, kind, concepts, x, y (NaN where the question is about no one thing); `images.parquet`: each scene's PNG; `card.json` and `README.md`: counts
 per kind and per concept).
 """
 
@@ -68,6 +73,7 @@ class VLExample:
     question: str
     answer: str
     concepts: tuple[str, ...]  # the words the answer turns on ("orange", "ball", "large", "back left", "three")
+    where: tuple[float, float] | None = None  # the table position (m) of the one thing the question is about
 
 
 def size_word(size: float) -> str:
@@ -151,13 +157,15 @@ def questions(state: dict[str, list[dict[str, Any]]], rng: np.random.Generator, 
     objects, fixtures = state["objects"], state["fixtures"]
     candidates: dict[str, list[VLExample]] = {kind: [] for kind in KINDS}
 
-    def ask(kind: str, answer: str, concepts: tuple[str, ...], **slots: str) -> None:
+    def ask(kind: str, answer: str, concepts: tuple[str, ...], about: dict[str, Any] | None = None,
+            **slots: str) -> None:
         question = str(rng.choice(PHRASINGS[kind])).format(**slots)
         if rng.random() < SYNONYM_SHARE:
             question, answer = with_synonyms(question), with_synonyms(answer)
             # sorted: a set's order changes with the process's hash seed, and the corpus must not
             concepts = concepts + tuple(sorted(text_words((question, answer)) & set(SYNONYMS.values())))
-        candidates[kind].append(VLExample(kind, question, answer, concepts))
+        where = (about["x"], about["y"]) if about is not None else None
+        candidates[kind].append(VLExample(kind, question, answer, concepts, where))
 
     things = sorted([*({"phrase": f"{o['colour']} {o['shape']}", "x": o["x"]} for o in objects),
                      *({"phrase": f"{f['colour']} {_noun(f)}", "x": f["x"]} for f in fixtures)], key=lambda t: t["x"])
@@ -167,16 +175,16 @@ def questions(state: dict[str, list[dict[str, Any]]], rng: np.random.Generator, 
     shape_counts = Counter(o["shape"] for o in objects)
     for o in objects:
         if shape_counts[o["shape"]] == 1:
-            ask("colour", o["colour"], (o["colour"],), thing=o["shape"])
-        ask("shape", o["shape"], (o["shape"],), colour=o["colour"])
-        ask("size", size_word(o["size"]), (size_word(o["size"]),), colour=o["colour"], shape=o["shape"])
+            ask("colour", o["colour"], (o["colour"],), o, thing=o["shape"])
+        ask("shape", o["shape"], (o["shape"],), o, colour=o["colour"])
+        ask("size", size_word(o["size"]), (size_word(o["size"]),), o, colour=o["colour"], shape=o["shape"])
         cell = cell_name(o["x"], o["y"])
-        ask("cell", cell, (cell,), colour=o["colour"], shape=o["shape"])
+        ask("cell", cell, (cell,), o, colour=o["colour"], shape=o["shape"])
     for f in fixtures:  # "the object left of the bowl": only where exactly one object is on that side
         for side, sign in (("left", -1), ("right", 1)):
             beside = [o for o in objects if sign * (o["x"] - f["x"]) > 0.03]
             if len(beside) == 1:
-                ask("colour", beside[0]["colour"], (beside[0]["colour"], side),
+                ask("colour", beside[0]["colour"], (beside[0]["colour"], side), beside[0],
                     thing=f"thing {side} of the {f['colour']} {_noun(f)}")
     for shape in SHAPES:
         n = shape_counts[shape]
@@ -263,6 +271,7 @@ def card(examples: list[VLExample], config: VLCorpusConfig, scenes: int) -> dict
     """Counts per question kind and per concept (the words answers turn on)."""
     return {"schema": SCHEMA, "scenes": scenes, "examples": len(examples), "settings": vars(config),
             "kinds": dict(Counter(e.kind for e in examples)),
+            "referring": sum(e.where is not None for e in examples),  # questions that say where their thing is
             "concepts": dict(sorted(Counter(c for e in examples for c in e.concepts).items()))}
 
 
@@ -284,7 +293,9 @@ def write_corpus(out: Path, config: VLCorpusConfig, tokenizer: Any | None = None
         encoded.append(buffer.getvalue())
     table = pa.table({"scene": owners, "question": [e.question for e in examples],
                       "answer": [e.answer for e in examples], "kind": [e.kind for e in examples],
-                      "concepts": [list(e.concepts) for e in examples]})
+                      "concepts": [list(e.concepts) for e in examples],
+                      "x": [e.where[0] if e.where else math.nan for e in examples],
+                      "y": [e.where[1] if e.where else math.nan for e in examples]})
     scenes = pa.table({"scene": list(range(len(images))), "image": encoded})
     summary = card(examples, config, len(images))
 
@@ -305,6 +316,8 @@ def card_markdown(summary: dict[str, Any]) -> str:
              "simulator's state. The corpus names every colour (the semantic suite's held-out words too), shape "
              "and size; its tables and lights stay clear of the visual suite's held-out ones.", "",
              "| kind | examples |", "|---|---|", *[f"| {k} | {n} |" for k, n in summary["kinds"].items()], "",
+             f"{summary['referring']} questions are about one thing and record where it is (referring-expression "
+             "data for `robovla fit-pointer --vl-corpus`).", "",
              "| concept | examples |", "|---|---|", *[f"| {c} | {n} |" for c, n in summary["concepts"].items()]]
     return "\n".join(lines) + "\n"
 
@@ -327,7 +340,8 @@ VL_DATASET_NAME = "vision_language"  # the corpus's name in a mixture's weights
 
 
 class VLDataset:
-    """A corpus folder as training items: {"image": uint8 HxWx3, "question", "answer"} per question.
+    """A corpus folder as training items: {"image": uint8 HxWx3, "question", "answer"} per question, and
+    `where` [N, 2]: the table position of the thing each question is about (NaN where none).
 
     Scene images stay PNG-encoded in memory and are decoded per item (a corpus of a few thousand scenes is a few
     tens of MB encoded)."""
@@ -340,6 +354,9 @@ class VLDataset:
         self.questions = corpus.column("question").to_pylist()
         self.answers = corpus.column("answer").to_pylist()
         self.scene = np.asarray(corpus.column("scene").to_pylist(), dtype=np.int64)
+        self.where = np.full((len(self.questions), 2), np.nan)
+        if "x" in corpus.column_names:  # corpora written before positions were recorded have none
+            self.where = np.stack([corpus.column("x").to_numpy(), corpus.column("y").to_numpy()], axis=1)
         encoded = dict(zip(scenes.column("scene").to_pylist(), scenes.column("image").to_pylist()))
         missing = sorted(set(self.scene.tolist()) - set(encoded))
         if missing:
@@ -349,10 +366,13 @@ class VLDataset:
     def __len__(self) -> int:
         return len(self.questions)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def image(self, scene: int) -> np.ndarray:
         from PIL import Image
 
-        image = np.asarray(Image.open(io.BytesIO(self._png[int(self.scene[i])])).convert("RGB"))
+        return np.asarray(Image.open(io.BytesIO(self._png[scene])).convert("RGB"))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = self.image(int(self.scene[i]))
         return {"image": image, "question": self.questions[i], "answer": self.answers[i],
                 "dataset_name": VL_DATASET_NAME}
 

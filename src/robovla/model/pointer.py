@@ -128,8 +128,12 @@ class GroundingPointer(nn.Module):
         return torch.einsum("brn,nc->brc", weights, self.patch_xy.float()).flatten(1)
 
     def loss(self, logits: torch.Tensor, grounding: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy against a Gaussian over patch centres around each role's true position ([B, roles*2])."""
+        """Cross-entropy against a Gaussian over patch centres around each role's true position ([B, roles*2]),
+        averaged over the roles whose position is known: a NaN pair (a referring question names one thing, not a
+        target and a goal) adds nothing."""
         truth = grounding.float().view(len(grounding), self.config.roles, 1, 2)
-        squared = ((self.patch_xy.float()[None, None] - truth) ** 2).sum(-1)  # [B, R, N]
+        known = torch.isfinite(truth).all(dim=-1).squeeze(-1)  # [B, R]
+        squared = ((self.patch_xy.float()[None, None] - truth.nan_to_num()) ** 2).sum(-1)  # [B, R, N]
         target = (-squared / (2 * self.config.target_sigma**2)).softmax(dim=-1)
-        return -(target * logits.float().log_softmax(dim=-1)).sum(-1).mean()
+        per_role = -(target * logits.float().log_softmax(dim=-1)).sum(-1)
+        return per_role[known].sum() / known.sum().clamp(min=1)

@@ -304,6 +304,14 @@ class VLAProcessor:
         example["labels"] = torch.tensor(labels, dtype=torch.long)
         return example
 
+    def vl_prompt_ids(self, question: str) -> list[int]:
+        """BOS + a vision-language question's prompt ("In: question\nOut:")."""
+        return self.tokenizer.encode(build_vl_prompt(question))
+
+    def vl_pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
+        """One picture per question, shown in every camera slot of the recipe: [B, cameras * 3k, H, W]."""
+        return torch.stack([torch.cat([self.image_transform(image)] * len(self.cameras), dim=0) for image in images])
+
     def vl_example(self, image: Any, question: str, answer: str) -> dict:
         """One vision-language example (the Prismatic stage's and RT-2 co-training's): "In: question\nOut:" with
         the scene's image in every camera slot, then the answer and EOS, only those labelled. A model with a state
@@ -313,15 +321,13 @@ class VLAProcessor:
                                "stage on an autoregressive model, then fine-tune it with --decoding parallel")
         if not isinstance(answer, str) or not answer.strip():
             raise RobovlaError("answer must be a non-empty string")
-        prompt = build_vl_prompt(question)
-        prompt_ids = self.tokenizer.encode(prompt)
-        full = self.tokenizer.encode(f"{prompt} {answer.lower()}")
+        prompt_ids = self.vl_prompt_ids(question)
+        full = self.tokenizer.encode(f"{build_vl_prompt(question)} {answer.lower()}")
         if full[: len(prompt_ids)] != prompt_ids:
             raise RobovlaError(f"the tokenizer merges the prompt's end with the answer {answer!r}")
         target_ids = full[len(prompt_ids):] + [self.tokenizer.eos_token_id]
-        frame = self.image_transform(image)
         example: dict[str, torch.Tensor] = {
-            "pixel_values": torch.cat([frame] * len(self.cameras), dim=0),
+            "pixel_values": self.vl_pixel_values([image])[0],
             "input_ids": torch.tensor(prompt_ids + target_ids, dtype=torch.long),
             "labels": torch.tensor([IGNORE_INDEX] * len(prompt_ids) + target_ids, dtype=torch.long),
         }

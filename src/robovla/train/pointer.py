@@ -4,6 +4,11 @@ The policy's weights stay as they are, so its hidden states for each training fr
 cached; the pointer then trains for thousands of steps on the cache, minutes on a CPU where one end-to-end step
 of the policy costs more than a pointer epoch. Held-out episodes report how often each named thing is placed
 within 5 cm of the truth (objects sit at least 10 cm apart, so a miss names another object).
+
+Robot data teaches the pointer the words robot instructions use. A vision-language corpus (`vl_corpus`) adds
+referring questions ("where is the orange cylinder?", asked in the corpus's own prompt) with the place of the one
+thing each is about: they supervise the target role alone, so words that only the corpus holds can reach the
+pointer, as web grounding data (RefCOCO) does in Prismatic's mixture.
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ class FeatureCache:
         """(patches, text, text_mask, grounding) of the given rows."""
         return self.patches[index], self.text[index], self.text_mask[index], self.grounding[index]
 
+    def joined(self, other: "FeatureCache") -> "FeatureCache":
+        """This cache's rows, then `other`'s."""
+        return FeatureCache(torch.cat([self.patches, other.patches]), torch.cat([self.text, other.text]),
+                            torch.cat([self.text_mask, other.text_mask]), torch.cat([self.grounding, other.grounding]),
+                            np.concatenate([self.episode, other.episode]), np.concatenate([self.frame, other.frame]))
+
 
 @dataclass
 class FitReport:
@@ -52,6 +63,8 @@ class FitReport:
     holdout_first_frame_within: list[float]
     holdout_median_error: list[float]  # metres
     history: list[dict] = field(default_factory=list)
+    vl_questions: int = 0  # referring questions from the vision-language corpus in the cache
+    vl_holdout_within: float | None = None  # share of held-out corpus questions whose thing is placed within 5 cm
 
 
 def _frames(datasets: list, config: PointerFitConfig) -> list[tuple[int, int]]:
@@ -66,33 +79,47 @@ def _frames(datasets: list, config: PointerFitConfig) -> list[tuple[int, int]]:
     return chosen
 
 
+def empty_cache(model, rows: int, max_text: int) -> FeatureCache:
+    n_patches, width = model.vision_backbone.num_patches, model.config.text_config.hidden_size
+    return FeatureCache(torch.empty(rows, n_patches, width, dtype=torch.float16),
+                        torch.empty(rows, max_text, width, dtype=torch.float16),
+                        torch.empty(rows, max_text, dtype=torch.bool), torch.empty(0),
+                        np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64))
+
+
+def prefix_features(model, pixel_values: torch.Tensor, prompts, layer: int,
+                    max_text: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One prefix pass: (patch states, compacted prompt states, their mask) entering `layer`."""
+    embedded = model.embed_patches(pixel_values)
+    inputs, full_mask, position_ids = model.multimodal_inputs(embedded, prompts.input_ids, prompts.attention_mask)
+    hidden = model.language_model.model(inputs_embeds=inputs, attention_mask=full_mask, position_ids=position_ids,
+                                        output_hidden_states=True).hidden_states[layer]
+    return prefix_parts(hidden, full_mask, embedded.shape[1], max_text)
+
+
+def _bar(total: int, desc: str, progress: bool):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame")
+
+
 @torch.no_grad()
 def cache_features(model, datasets: list, frames: list[tuple[int, int]], unnorm_key: str, layer: int,
                    max_text: int, batch: int = 32, progress: bool = True) -> FeatureCache:
     """The frozen policy's hidden states entering `layer` for each frame: patch positions and prompt positions."""
     processor = model._require_processor()
-    n_patches, width = model.vision_backbone.num_patches, model.config.text_config.hidden_size
-    cache = FeatureCache(torch.empty(len(frames), n_patches, width, dtype=torch.float16),
-                         torch.empty(len(frames), max_text, width, dtype=torch.float16),
-                         torch.empty(len(frames), max_text, dtype=torch.bool), torch.empty(0),
-                         np.zeros(len(frames), dtype=np.int64), np.zeros(len(frames), dtype=np.int64))
+    cache = empty_cache(model, len(frames), max_text)
     labels = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(frames), desc="pointer features", unit="frame")
+    bar = _bar(len(frames), "pointer features", progress)
     for start in range(0, len(frames), batch):
         items = [datasets[d][i] for d, i in frames[start : start + batch]]
         prompts = processor.encode_prompts([it["instruction"] for it in items],
                                            [it["proprio"] for it in items] if processor.uses_proprio else None,
                                            unnorm_key)
-        embedded = model.embed_patches(processor.pixel_values([it["image"] for it in items]))
-        mask = prompts.attention_mask
-        inputs, full_mask, position_ids = model.multimodal_inputs(embedded, prompts.input_ids, mask)
-        hidden = model.language_model.model(inputs_embeds=inputs, attention_mask=full_mask, position_ids=position_ids,
-                                            output_hidden_states=True).hidden_states[layer]
-        patch_states, words, kept = prefix_parts(hidden, full_mask, embedded.shape[1], max_text)
+        patch_states, words, kept = prefix_features(model, processor.pixel_values([it["image"] for it in items]),
+                                                    prompts, layer, max_text)
         rows = slice(start, start + len(items))
         cache.patches[rows] = patch_states.half()
         cache.text[rows] = words.half()
@@ -106,6 +133,48 @@ def cache_features(model, datasets: list, frames: list[tuple[int, int]], unnorm_
         bar.close()
     cache.grounding = torch.as_tensor(np.concatenate(labels), dtype=torch.float32)
     return cache
+
+
+@torch.no_grad()
+def cache_vl_features(model, corpus, questions: np.ndarray, layer: int, max_text: int, roles: int,
+                      batch: int = 32, progress: bool = True) -> FeatureCache:
+    """Hidden states for corpus questions (`questions`: row indices of a `VLDataset`), each under its own prompt
+    with its scene's picture; the label is the target role's place, the other roles NaN (not supervised). Each
+    row's episode is minus one minus its scene, apart from every robot episode id."""
+    processor = model._require_processor()
+    cache = empty_cache(model, len(questions), max_text)
+    labels = np.full((len(questions), roles * 2), np.nan, dtype=np.float32)
+    labels[:, :2] = corpus.where[questions]
+    bar = _bar(len(questions), "pointer features (corpus)", progress)
+    for start in range(0, len(questions), batch):
+        chunk = questions[start : start + batch]
+        prompts = processor.pad_left([processor.vl_prompt_ids(corpus.questions[i]) for i in chunk])
+        pictures = processor.vl_pixel_values([corpus.image(int(corpus.scene[i])) for i in chunk])
+        patch_states, words, kept = prefix_features(model, pictures, prompts, layer, max_text)
+        rows = slice(start, start + len(chunk))
+        cache.patches[rows], cache.text[rows], cache.text_mask[rows] = patch_states.half(), words.half(), kept
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    cache.grounding = torch.as_tensor(labels)
+    cache.episode = -1 - corpus.scene[questions]
+    return cache
+
+
+def corpus_questions(corpus, config: PointerFitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows) of the corpus's questions about one thing: at most `vl_questions` drawn at
+    random, and the questions of `vl_holdout_scenes` scenes held out."""
+    about_one = np.flatnonzero(np.isfinite(corpus.where).all(axis=1))
+    if not len(about_one):
+        raise RobovlaError(f"{config.vl_corpus} records no positions for its questions: write it again with this "
+                           "version of robovla collect-vl")
+    rng = np.random.default_rng(config.seed)
+    chosen = np.sort(rng.permutation(about_one)[: config.vl_questions])
+    scenes = np.unique(corpus.scene[chosen])
+    count = min(config.vl_holdout_scenes, max(0, len(scenes) - 1))
+    held = np.isin(corpus.scene[chosen], rng.permutation(scenes)[:count])
+    return chosen[~held], chosen[held]
 
 
 def evaluate_pointer(pointer: GroundingPointer, cache: FeatureCache, rows: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -196,19 +265,33 @@ def fit_pointer(config: PointerFitConfig, progress: bool = True):
     pointer = GroundingPointer(settings, model.config.text_config.hidden_size, grid * grid)
     pointer.patch_xy.copy_(torch.as_tensor(embodiment.table_points(grid), dtype=torch.float32))
 
+    corpus = None
+    if config.vl_corpus is not None:  # checked before the feature pass
+        from robovla.data.vl_corpus import VLDataset
+
+        corpus = VLDataset(config.vl_corpus)
+        vl_train, vl_held = corpus_questions(corpus, config)
+
     start = time.perf_counter()
     frames = _frames(datasets, config)
     if not frames:
         raise RobovlaError("the datasets hold no frames")
     cache = cache_features(model, datasets, frames, unnorm_key, layer, settings.max_text, config.feature_batch,
                            progress)
-    feature_seconds = time.perf_counter() - start
     episodes = np.unique(cache.episode)
     # at most a fifth of the episodes, and never all of them
     count = min(config.holdout_episodes, max(1, len(episodes) // 5), len(episodes) - 1)
     held = np.random.default_rng(config.seed).permutation(episodes)[:count]
     is_held = np.isin(cache.episode, held)
     train_rows, holdout_rows = np.flatnonzero(~is_held), np.flatnonzero(is_held)
+    vl_holdout_rows = np.zeros(0, dtype=np.int64)
+    if corpus is not None:
+        offset = len(cache)
+        cache = cache.joined(cache_vl_features(model, corpus, np.concatenate([vl_train, vl_held]), layer,
+                                               settings.max_text, settings.roles, config.feature_batch, progress))
+        train_rows = np.concatenate([train_rows, offset + np.arange(len(vl_train))])
+        vl_holdout_rows = offset + len(vl_train) + np.arange(len(vl_held))
+    feature_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     history = train_pointer(pointer, cache, train_rows, holdout_rows, config, progress)
@@ -222,6 +305,9 @@ def fit_pointer(config: PointerFitConfig, progress: bool = True):
         holdout_first_frame_within=[round(float(v), 4) for v in (errors[first] <= WITHIN).mean(0)] if first.any() else [],
         holdout_median_error=[round(float(v), 4) for v in np.median(errors, 0)] if len(errors) else [],
         history=history,
+        vl_questions=int((cache.episode < 0).sum()),
+        vl_holdout_within=round(float((evaluate_pointer(pointer, cache, vl_holdout_rows)[:, 0] <= WITHIN).mean()), 4)
+        if len(vl_holdout_rows) else None,
     )
     model.set_grounding_pointer(pointer)
     extras = {"pointer_fit.json": {"config": asdict(config), "report": asdict(report)}}

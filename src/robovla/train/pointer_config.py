@@ -25,3 +25,6 @@ class PointerFitConfig:
     seed: int = 0
     dtype: str = "bfloat16"  # of the saved model's weights
     feature_batch: int = 32
+    vl_corpus: str | None = None  # a vision-language corpus (robovla collect-vl): its referring questions join in
+    vl_questions: int = 4000  # at most this many of its questions about one thing, drawn at random
+    vl_holdout_scenes: int = 100  # corpus scenes kept out of training, for the reported accuracy on its questions
