@@ -64,6 +64,17 @@ def test_the_generalist_mixture_names_both_robots_and_the_corpus():
     assert set(get_mixture("tabletop_generalist")) == {"tabletop_default", "tabletop_sideview", "vision_language"}
 
 
+def test_the_report_names_the_machines_the_wall_clock_was_measured_on():
+    from robovla.experiments.common import machine_speed
+    from robovla.experiments.generalization_report import machines_text
+
+    machine = machine_speed(seconds=0.05)
+    assert machine["gemm_gflops_float32"] > 0 and machine["cpus"] >= 1
+    assert machines_text([]) == ""  # results from before machines were recorded
+    two = machines_text([{**machine, "gemm_gflops_float32": 206.0}, {**machine, "gemm_gflops_float32": 38.4}])
+    assert "GEMM rate of 38 to 206 GFLOP/s (2 start(s))" in two
+
+
 @pytest.mark.slow
 def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     from robovla.cli import main
@@ -93,6 +104,8 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
         fit = json.loads((work / "pointer" / arm / "pointer_fit.json").read_text())["config"]
         assert fit["datasets"] == [str(work / "pointer-scenes" / scenes), str(work / "demos" / scenes)]
     assert document["data"]["scenes-diverse"]["instructions_per_scene"] == 3
+    assert len(document["machines"]) == 1 and "GFLOP/s (1 start(s))" in report
     stages = json.loads((work / "experiment.json").read_text())["stages"]
     assert main(argv) == 0  # a rerun resumes: every stage done, nothing redone
-    assert json.loads((work / "experiment.json").read_text())["stages"] == stages
+    again = json.loads((work / "experiment.json").read_text())
+    assert again["stages"] == stages and len(again["machines"]) == 2  # each start notes its machine

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,14 @@ class StageLog:
                                f"another --work folder, or rerun with the same settings to resume it")
         self.data = previous or {"settings": settings, "stages": {}}
 
+    def note_machine(self, machine: dict[str, Any]) -> None:
+        """Record the machine this (re)run works on: a run resumed elsewhere has stages timed on each."""
+        self.data.setdefault("machines", []).append(machine)
+        write_json_atomic(self.path, self.data)
+
+    def machines(self) -> list[dict[str, Any]]:
+        return self.data.get("machines", [])
+
     def done(self, name: str) -> dict[str, Any] | None:
         return self.data["stages"].get(name)
 
@@ -66,6 +75,25 @@ class StageLog:
         write_json_atomic(self.path, self.data)
         logger.info("%s: finished in %.0f s", name, record["seconds"])
         return record
+
+
+def machine_speed(seconds: float = 0.5) -> dict[str, Any]:
+    """This machine as a wall-clock depends on it: CPUs, torch threads and the float32 GEMM rate (1024 x 1024
+    products, the fastest in `seconds`). Training and feature passes are GEMM-bound, so the rate says how a
+    wall-clock carries over: the same 2-core budget is 5x longer at 40 GFLOP/s than at 200."""
+    import platform
+
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "gemm_gflops_float32": round(2 * 1024**3 / best / 1e9, 1), "time": round(time.time())}
 
 
 def publish(out: Path, document: dict[str, Any],

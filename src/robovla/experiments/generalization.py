@@ -218,12 +218,13 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
     """Every stage in order, skipping what is done; returns (and writes) the results document."""
     from robovla.data.mixtures import get_mixture
     from robovla.eval.harness import simulator_versions
-    from robovla.experiments.common import StageLog, collect_demonstrations, train_in_subprocess
+    from robovla.experiments.common import StageLog, collect_demonstrations, machine_speed, train_in_subprocess
 
     scale = SCALES[settings.scale]
     work, out = Path(settings.work), Path(settings.out)
     work.mkdir(parents=True, exist_ok=True)
     log = StageLog(work / "experiment.json", {"experiment": NAME, "scale": settings.scale, **vars(scale)})
+    log.note_machine(machine_speed())
     demos = {name: work / "demos" / name for name in ("narrow", "diverse", "diverse-sideview")}
     scenes = {name: work / "pointer-scenes" / name for name in ("narrow", "diverse")}
     data: dict[str, Any] = {
@@ -289,6 +290,7 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
                        "success": {name: result["conditions"] for name, result in validation.items()}},
         "generalist": {**generalist, "beats_starting_point": beats},
         "wall_seconds": log.wall_seconds(),
+        "machines": log.machines(),  # one entry per (re)run: the GEMM rate the wall-clocks depend on
     }
     from robovla.experiments.generalization_report import write_generalization_report
 

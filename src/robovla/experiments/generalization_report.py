@@ -32,6 +32,16 @@ def data_size(record: dict[str, Any]) -> str:
     return f"{record['episodes']} demonstrations"
 
 
+def machines_text(machines: list[dict]) -> str:
+    """Which machines the stages ran on, by their float32 GEMM rate (runs before this was recorded: nothing)."""
+    if not machines:
+        return ""
+    rates = sorted({m["gemm_gflops_float32"] for m in machines})
+    return (f" Measured on {machines[0]['cpus']} CPUs with a float32 GEMM rate of "
+            f"{' to '.join(f'{r:.0f}' for r in (rates[0], rates[-1])[: 1 + (len(rates) > 1)])} GFLOP/s "
+            f"({len(machines)} start(s)); training and the pointers' feature passes scale with that rate.")
+
+
 def time_spent(stages: dict[str, float]) -> dict[str, float]:
     """Seconds per kind of stage (every stage counts once; the generalist's copy goes to "other")."""
     groups = {"collecting": ("demos/", "pointer-scenes/", "vl-corpus"), "training": ("train/",),
@@ -204,5 +214,5 @@ def write_generalization_report(out: Path, document: dict[str, Any]) -> Path:
     lines += ["", "## Wall-clock (2 CPU cores)", "",
               ", ".join(f"{label} {seconds / 60:.0f} min" for label, seconds in spent.items() if seconds >= 30)
               + f": {sum(stages.values()) / 60:.0f} min in all (per stage in results.json; the starting point's "
-              "training is not counted)."]
+              "training is not counted)." + machines_text(document.get("machines", []))]
     return write_atomic(out / "report.md", "\n".join(lines) + "\n")
