@@ -63,19 +63,18 @@ ARMS = (
 class GeneralizationScale(ExperimentScale):
     sideview_demos: int = 200  # demonstrations of the second embodiment in the diverse mixture
     vl_scenes: int = 2000  # vision-language corpus scenes (6 questions each)
-    pointer_steps: int = 2000  # grounding-pointer training steps (on cached features: minutes)
+    pointer_steps: int = 3000  # grounding-pointer training steps (on cached features: minutes)
     pointer_scenes: int = 3000  # first frames of extra scenes for each pointer (the binding needs many scenes)
     pointer_stride: int = 8  # every k-th frame of the arm's demonstrations goes into its pointer's cache
 
 
 SCALES = {
     # full: 1600 demonstrations per arm's robot data (the diverse arm's: 1200 + 400 on the sideview robot; about 2 min
-    # to collect), 2000 corpus scenes, 750 fine-tuning steps of batch 32 per arm (about 1.2 s each on 2 cores: under
-    # one pass over the frames, so more demonstrations mean more distinct scenes, not more compute), pointers of 2000
-    # steps (3000 placed the goal no better on held-out frames and took 8 min instead of 5), 50 episodes per
-    # condition: 1000 training and 3000 pointer steps took 142 min, over the 2 hours
-    "full": GeneralizationScale(demos=1600, steps=750, episodes=50, timing_calls=0, sideview_demos=400,
-                                vl_scenes=2000, pointer_steps=2000, pointer_scenes=3000, pointer_stride=8),
+    # to collect), 2000 corpus scenes, 1000 fine-tuning steps of batch 32 per arm (about 1.2 s each on 2 cores: under
+    # one pass over the frames, so more demonstrations mean more distinct scenes, not more compute), 50 episodes
+    # per condition
+    "full": GeneralizationScale(demos=1600, steps=1000, episodes=50, timing_calls=0, sideview_demos=400,
+                                vl_scenes=2000, pointer_steps=3000, pointer_scenes=3000, pointer_stride=8),
     # quick: the whole pipeline in minutes, for trying it out and for tests (its numbers mean nothing)
     "quick": GeneralizationScale(demos=3, steps=2, episodes=2, timing_calls=0, sideview_demos=2, vl_scenes=3,
                                  pointer_steps=2, pointer_scenes=2, pointer_stride=8),
