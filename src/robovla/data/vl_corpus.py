@@ -24,8 +24,8 @@ The words are ones the tabletop tokenizer holds (it has no "j" or "z": "thing", 
 "size"), which `check_vocabulary` enforces.
 
 Each kind has several phrasings. `robovla collect-vl` writes the corpus as a dataset folder (`corpus.parquet`:
-scene, question, answer, kind, concepts, x, y (NaN where the question is about no one thing); `images.parquet`: each scene's PNG; `card.json` and `README.md`: counts
-per kind and per concept).
+scene, question, answer, kind, concepts, x, y (NaN where the question is about no one thing); `images.parquet`:
+each scene's PNG; `card.json` and `README.md`: counts per kind and per concept).
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ def machines_text(machines: list[dict]) -> str:
     if not machines:
         return ""
     rates = sorted({m["gemm_gflops_float32"] for m in machines})
-    return (f" Measured on {machines[0]['cpus']} CPUs with a float32 GEMM rate of "
-            f"{' to '.join(f'{r:.0f}' for r in (rates[0], rates[-1])[: 1 + (len(rates) > 1)])} GFLOP/s "
+    span = f"{rates[0]:.0f}" if len(rates) == 1 else f"{rates[0]:.0f} to {rates[-1]:.0f}"
+    return (f" Measured on {machines[0]['cpus']} CPUs with a float32 GEMM rate of {span} GFLOP/s "
             f"({len(machines)} start(s)); training and the pointers' feature passes scale with that rate.")
 
 
