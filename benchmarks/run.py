@@ -56,6 +56,20 @@ def timed_alternately(fns, repeats: int, device: torch.device = torch.device("cp
 
 
 # ------------------------------------------------------------------------------------------------- the machine
+def gemm_rate(dtype: torch.dtype, device: torch.device, largest: int, repeats: int, enough_s: float = 0.05) -> float:
+    """GFLOP/s of square products in `dtype`: the size doubles from 256 until one product takes `enough_s` (or
+    reaches `largest`). A fixed 2048 cost minutes on CPUs without bfloat16 units (0.7 GFLOP/s on one 2-core
+    machine, and a CI test timed out there after 600 s); a product of 50 ms is long enough to time."""
+    def square(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+
+    n = 256
+    while n < largest and timed(lambda: torch.matmul(*square(n)), 1, device) < enough_s:
+        n *= 2
+    a, b = square(n)
+    return 2 * n**3 / timed(lambda: a @ b, repeats, device) / 1e9
+
+
 def machine_rates(device: torch.device, repeats: int = 5) -> dict:
     gpu = device.type == "cuda"
     n = 8192 if gpu else 2048
@@ -67,9 +81,7 @@ def machine_rates(device: torch.device, repeats: int = 5) -> dict:
             warm @ warm
             torch.cuda.synchronize(device)
     for dtype in (torch.float32, torch.bfloat16):
-        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
-        seconds = timed(lambda: a @ b, repeats, device)
-        out[f"gemm_gflops_{str(dtype).removeprefix('torch.')}"] = round(2 * n**3 / seconds / 1e9, 1)
+        out[f"gemm_gflops_{str(dtype).removeprefix('torch.')}"] = round(gemm_rate(dtype, device, n, repeats), 1)
     big = torch.randn((2048 if gpu else 64) * 2**20 // 4, device=device)  # far larger than the caches
     seconds = timed(lambda: big.sum(), repeats, device)
     out["read_bandwidth_gbs"] = round(big.numel() * 4 / seconds / 1e9, 1)

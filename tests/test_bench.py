@@ -112,3 +112,13 @@ def test_strategies_memory_trains_each_strategy_one_step_and_counts_its_paramete
     for row in rows.values():
         assert 0 < row["trainable"] < row["total"] and row["step_s"] > 0 and np.isfinite(row["loss"])
         assert "peak_memory_gb" not in row  # measured on a GPU only
+
+
+def test_gemm_rate_stops_growing_once_a_product_is_long_enough_to_time(monkeypatch):
+    """A CPU without bfloat16 units multiplies at about 1 GFLOP/s: the probe must not climb to the largest size."""
+    bench = load_bench()
+    sizes = []
+    real_randn = bench.torch.randn
+    monkeypatch.setattr(bench.torch, "randn", lambda *shape, **kw: sizes.append(shape[0]) or real_randn(*shape, **kw))
+    rate = bench.gemm_rate(bench.torch.bfloat16, bench.torch.device("cpu"), largest=8192, repeats=1, enough_s=0.0)
+    assert rate > 0 and max(sizes) == 256
