@@ -76,6 +76,7 @@ def test_the_report_names_the_machines_the_wall_clock_was_measured_on():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 25 min on a 2-core machine multiplying at 47 GFLOP/s: mostly each arm's training start
 def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     from robovla.cli import main
 
@@ -103,6 +104,13 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     for arm, scenes in (("narrow", "narrow"), ("diverse-vl", "diverse")):  # each pointer sees its arm's scenes
         fit = json.loads((work / "pointer" / arm / "pointer_fit.json").read_text())["config"]
         assert fit["datasets"] == [str(work / "pointer-scenes" / scenes), str(work / "demos" / scenes)]
+    # only the vision-language arm's pointer learns words from the corpus's referring questions
+    fits = {arm: json.loads((work / "pointer" / arm / "pointer_fit.json").read_text())
+            for arm in ("diverse", "diverse-vl")}
+    assert fits["diverse"]["config"]["vl_corpus"] is None and fits["diverse"]["report"]["vl_questions"] == 0
+    assert fits["diverse-vl"]["config"]["vl_corpus"] == str(work / "vl-corpus")
+    assert document["arms"]["diverse-vl"]["pointer"]["vl_questions"] == fits["diverse-vl"]["report"]["vl_questions"] > 0
+    assert f"and on {fits['diverse-vl']['report']['vl_questions']} corpus questions about one thing" in report
     assert document["data"]["scenes-diverse"]["instructions_per_scene"] == 3
     assert len(document["machines"]) == 1 and "GFLOP/s (1 start(s))" in report
     stages = json.loads((work / "experiment.json").read_text())["stages"]

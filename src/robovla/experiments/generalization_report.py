@@ -139,8 +139,13 @@ def write_generalization_report(out: Path, document: dict[str, Any]) -> Path:
         weights = ", ".join(f"{k} {v:g}" for k, v in (arm.get("weights") or {}).items()) or "-"
         trained, pointer = arm.get("training"), arm.get("pointer")
         within = " / ".join(f"{v:.0%}" for v in pointer["holdout_within"]) if pointer else ""
-        cost = (f"{trained['train_seconds'] / 60:.0f} min; pointer on {pointer['frames']} frames, held-out target / "
-                f"goal estimates within 5 cm: {within or '-'}") if trained else "-"
+        questions = pointer.get("vl_questions", 0) if pointer else 0  # results from before 2026-12-05 lack it
+        cost = (f"{trained['train_seconds'] / 60:.0f} min; pointer on {pointer['frames'] - questions} frames, held-out "
+                f"target / goal estimates within 5 cm: {within or '-'}") if trained else "-"
+        if trained and questions:
+            placed = pointer["vl_holdout_within"]  # None when no held-out scene asks about one thing
+            cost += (f"; and on {questions} corpus questions about one thing, held-out ones within 5 cm: "
+                     f"{'-' if placed is None else f'{placed:.0%}'}")
         lines.append(f"| {name} | {arm['label']} | {weights} | {cost} |")
     lines += ["", "Data: " + "; ".join(f"{name} {data_size(record)} (seed {record['seed']})"
                                         for name, record in data.items())
