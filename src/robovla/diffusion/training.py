@@ -24,6 +24,7 @@ from robovla.errors import RobovlaError
 from robovla.train.config import TrainConfig
 from robovla.train.data import TrainingData
 from robovla.train.metrics import MetricsLogger
+from robovla.train.precision import resolve_precision
 from robovla.train.state import (
     STATE_DIR,
     TRAINING_CONFIG_FILE,
@@ -91,6 +92,7 @@ class DiffusionTrainer:
         self.policy.to(self.device)
         total = sum(p.numel() for p in self.policy.parameters())
         self.report = StrategyReport("full", total, total)
+        self.precision = resolve_precision(config.precision, self.device)
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.ema = exponential_moving_average(self.policy)
@@ -118,7 +120,7 @@ class DiffusionTrainer:
             seed = int(np.random.SeedSequence([config.seed, self.step, m]).generate_state(1)[0])
             generator = torch.Generator(device=self.device).manual_seed(seed)
             inputs = batch["inputs"].to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 loss = self.policy.loss(inputs, batch["actions"].to(self.device), generator)
             if not torch.isfinite(loss):
                 raise RobovlaError(f"loss became {loss.item()} at step {self.step + 1}: stopping, nothing saved")

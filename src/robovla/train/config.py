@@ -23,7 +23,7 @@ DEFAULT_PRESETS = {"vla": "tabletop-cpu", "diffusion": "diffusion-cpu"}
 VLA_ONLY = ("grounding", "action_chunk", "decoding", "action_head", "state_tokens")
 STRATEGIES = ("full", "frozen-vision", "sandwich", "last-layer", "lora", "qlora")
 SCHEDULES = ("constant", "warmup-cosine")
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 LORA_INITS = ("gaussian", "default")
 # what a run trains on: robot data only; the vision-language corpus alone (Prismatic's stage before robot data);
@@ -100,7 +100,8 @@ class TrainConfig:
     schedule: str = field(default="constant", metadata={"help": f"one of {', '.join(SCHEDULES)}"})
     warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps (warmup-cosine)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
-    precision: str = field(default="bf16", metadata={"help": "bf16 autocast or fp32"})
+    precision: str = field(default="auto", metadata={
+        "help": "bf16 autocast, fp32, or auto: bf16 where the GPU or CPU multiplies bfloat16 natively (default)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations to save memory"})
     seed: int = field(default=7, metadata={"help": "seed for init, sampling and augmentation"})
     # --- outputs

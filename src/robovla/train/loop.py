@@ -29,6 +29,7 @@ from robovla.train.config import TrainConfig
 from robovla.train.data import VL_ROWS, TrainingData
 from robovla.train.distributed import Distributed
 from robovla.train.metrics import MetricsLogger, peak_memory_mb
+from robovla.train.precision import resolve_precision
 from robovla.train.state import (
     TRAINING_CONFIG_FILE,
     latest_checkpoint,
@@ -164,6 +165,7 @@ class Trainer:
             self.step = load_training_state(self.resume_from, self.model, self.optimizer, self.scheduler,
                                             self.data.sampler)
         self.logger = MetricsLogger(self.out, config, enabled=self.dist.is_main)
+        self.precision = resolve_precision(config.precision, self.dist.device)
 
     # -------------------------------------------------------------------------------------------- one step
     def train_step(self) -> dict[str, float]:
@@ -182,7 +184,7 @@ class Trainer:
             last = m + 1 == len(micro_batches)
             vl_rows = batch.pop(VL_ROWS, None)
             sync = self.model.no_sync() if (dist.mode == "ddp" and not last) else contextlib.nullcontext()
-            with sync, torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            with sync, torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 out = self.model(**{k: _to(v, dist.device) for k, v in batch.items()}, full_logits=False)
             rows = batch["input_ids"].shape[0]
             if vl_rows is not None:
@@ -356,10 +358,10 @@ def run_training(trainer: Any, world_size: int, device: torch.device,
                  postfix: Callable[[dict[str, float]], dict[str, str]]) -> TrainSummary:
     """The loop every trainer shares: `trainer.train_step()` up to `config.steps` (or `stop_at`), metrics every
     `log_every` steps, `trainer.save()` every `save_every` and at the last step; `postfix` says what the progress
-    bar shows. The trainer has `config`, `logger`, `report`, `step`, `resume_from` and its batch stream in
-    `_batches`."""
+    bar shows. The trainer has `config`, `logger`, `report`, `precision` (resolved), `step`, `resume_from` and its
+    batch stream in `_batches`."""
     config = trainer.config
-    trainer.logger.start(trainer.report, world_size, trainer.step, device)
+    trainer.logger.start(trainer.report, world_size, trainer.step, device, trainer.precision)
     start, start_step = time.perf_counter(), trainer.step
     metrics: dict[str, float] = {}
     checkpoint: Path | None = trainer.resume_from

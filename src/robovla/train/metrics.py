@@ -43,14 +43,15 @@ class MetricsLogger:
 
             self._wandb = wandb.init(project=config.wandb_project, config=config.to_dict(), dir=str(out))
 
-    def start(self, report, world_size: int, step: int, device: torch.device) -> None:
+    def start(self, report, world_size: int, step: int, device: torch.device, precision: str) -> None:
         if not self.enabled:
             return
-        line = (f"{report.line()}; {world_size} process(es); starting at step {step}; "
+        line = (f"{report.line()}; {world_size} process(es); computing in {precision}; starting at step {step}; "
                 f"peak memory so far {peak_memory_mb(device):.0f} MB")
         print(line, file=sys.stderr, flush=True)
         self._write({"event": "start", "step": step, "trainable_parameters": report.trainable,
-                     "total_parameters": report.total, "world_size": world_size, "time": time.time()})
+                     "total_parameters": report.total, "world_size": world_size, "precision": precision,
+                     "time": time.time()})
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
