@@ -60,13 +60,12 @@ def gemm_rate(dtype: torch.dtype, device: torch.device, largest: int, repeats: i
     """GFLOP/s of square products in `dtype`: the size doubles from 256 until one product takes `enough_s` (or
     reaches `largest`). A fixed 2048 cost minutes on CPUs without bfloat16 units (0.7 GFLOP/s on one 2-core
     machine, and a CI test timed out there after 600 s); a product of 50 ms is long enough to time."""
-    def square(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
-
     n = 256
-    while n < largest and timed(lambda: torch.matmul(*square(n)), 1, device) < enough_s:
+    while True:
+        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+        if n >= largest or timed(lambda: a @ b, 1, device) >= enough_s:
+            break
         n *= 2
-    a, b = square(n)
     return 2 * n**3 / timed(lambda: a @ b, repeats, device) / 1e9
 
 
