@@ -6,7 +6,8 @@
 # The data are the generalization experiment's own: run `robovla experiment generalization` until its `vl-corpus`
 # stage is done (the first stages, about 10 minutes; stop it there if you only want the probe). Then:
 #   MAX_FRAMES=8000 STEPS=1500 OUT=runs/probe-referring scripts/probe_pointer_questions.sh   # first fit
-#   STEPS=3000 OUT=runs/probe-pointer-full scripts/probe_pointer_questions.sh                # the experiment's recipe
+#   STEPS=3000 OUT=runs/probe-pointer-full scripts/probe_pointer_questions.sh                # second fit
+#   QUESTIONS=8000 OUT=runs/probe-all-questions scripts/probe_pointer_questions.sh           # the experiment's recipe
 # Re-running skips what is already there. Evaluation: 30 episodes per suite from seed 2,000,000 (validation).
 set -euo pipefail
 ROBOVLA=${ROBOVLA:-robovla}

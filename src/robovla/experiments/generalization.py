@@ -66,7 +66,7 @@ class GeneralizationScale(ExperimentScale):
     pointer_steps: int = 3000  # grounding-pointer training steps (on cached features: minutes)
     pointer_scenes: int = 3000  # first frames of extra scenes for each pointer (the binding needs many scenes)
     pointer_stride: int = 8  # every k-th frame of the arm's demonstrations goes into its pointer's cache
-    pointer_vl_questions: int = 4000  # referring questions from the corpus in the vision-language arm's pointer
+    pointer_vl_questions: int = 8000  # referring questions from the corpus in the vision-language arm's pointer
     pointer_vl_holdout_scenes: int = 100  # corpus scenes kept out of that pointer's fit, for its reported accuracy
 
 
@@ -77,7 +77,7 @@ SCALES = {
     # per condition
     "full": GeneralizationScale(demos=1600, steps=1000, episodes=50, timing_calls=0, sideview_demos=400,
                                 vl_scenes=2000, pointer_steps=3000, pointer_scenes=3000, pointer_stride=8,
-                                pointer_vl_questions=4000, pointer_vl_holdout_scenes=100),
+                                pointer_vl_questions=8000, pointer_vl_holdout_scenes=100),
     # quick: the whole pipeline in minutes, for trying it out and for tests (its numbers mean nothing)
     "quick": GeneralizationScale(demos=3, steps=2, episodes=2, timing_calls=0, sideview_demos=2, vl_scenes=3,
                                  pointer_steps=2, pointer_scenes=2, pointer_stride=8, pointer_vl_questions=20,
@@ -127,7 +127,8 @@ def fit_arm_pointer(checkpoint: Path, datasets: list[Path], out: Path, scale: Ge
     pointer's 95%. With `vl_corpus`, the corpus's questions about one thing join in (`fit-pointer --vl-corpus`):
     the pointer is where the policy binds a word to an object, and a colour word that only the corpus holds can
     reach it only through them (validation-seed probes on the shipped policy: 9/30 semantic successes against
-    3/30 beside 7,700 robot frames, but 4/30 beside this recipe's 18,200; docs/generalist.md). The folder appears
+    3/30 with 4,000 questions beside 7,700 robot frames, 4/30 with 4,000 beside this recipe's 18,000 and 8/30 with
+    8,000 beside them, the training suite kept at 29/30; docs/generalist.md). The folder appears
     only when complete; a fit cut short starts again."""
     from robovla.train.pointer import fit_pointer
     from robovla.train.pointer_config import PointerFitConfig
