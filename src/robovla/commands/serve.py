@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import time
@@ -95,10 +94,6 @@ def run(args: argparse.Namespace) -> int:
             logger.info("start-up: compiled in %.1f s (%d graphs built, %d from the cache; %s)",
                         time.perf_counter() - compiled, report.graphs_built, report.graphs_from_cache, cached)
     logger.info("start-up: %.1f s in all", time.perf_counter() - start)
-    # torch and transformers leave about half a million long-lived objects (the tiny test checkpoint: 504,000);
-    # frozen, the collector stops re-scanning them in full collections while serving and at exit (unfrozen, the
-    # interpreter's last collection after Ctrl-C took tens of seconds on a busy 2-core machine)
-    gc.freeze()
     app = create_app(model, config, model_name=Path(args.checkpoint).resolve().name)
     auth = "API key required" if config.api_key else "no API key"
     logger.info("serving %s on http://%s:%d (%s)", args.checkpoint, config.host, config.port, auth)
