@@ -45,3 +45,17 @@ def test_jitter_changes_colours_but_not_too_much():
     outs = [TrainAugment()(image, np.random.default_rng(s)).astype(int) for s in range(20)]
     diffs = [np.abs(o - image).mean() for o in outs]
     assert max(diffs) > 1 and max(diffs) < 80
+
+
+def test_jitter_alone_keeps_every_pixel_in_place():
+    """crop_area 1 (`--no-augment-crop`): colours change, geometry does not (a cropping run moves the edge)."""
+    from robovla.data.augment import AugmentConfig
+
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:, 20:] = (200, 120, 60)  # a vertical edge at column 20
+    for seed in range(5):
+        out = TrainAugment(AugmentConfig(crop_area=1.0))(image, np.random.default_rng(seed))
+        assert (out[:, :20] == out[0, 0]).all() and (out[:, 20:] == out[0, 39]).all()
+        assert not np.array_equal(out, image)
+    cropped = [TrainAugment()(image, np.random.default_rng(seed)) for seed in range(5)]
+    assert any(not (c[:, 20:] == c[0, 39]).all() or not (c[:, :20] == c[0, 0]).all() for c in cropped)

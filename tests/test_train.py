@@ -341,3 +341,13 @@ def test_max_episodes_keeps_the_first_demonstrations_and_refuses_too_few(dataset
     assert two.statistics()["synthetic"]["num_trajectories"] == 2
     with pytest.raises(robovla.RobovlaError, match=r"has 6 demonstrations, fewer than the 7 requested"):
         TrainingData.open(TrainConfig(datasets=[str(dataset)], out=str(tmp_path), max_episodes=7), processor)
+
+
+def test_augment_crop_switch_reaches_the_training_batches(dataset, tmp_path):
+    from robovla.train.data import TrainingData
+
+    processor = robovla.build_model("tiny", seed=0).processor
+    crop = TrainingData.open(config(dataset, tmp_path / "a"), processor).augment
+    jitter = TrainingData.open(config(dataset, tmp_path / "b", augment_crop=False), processor).augment
+    none = TrainingData.open(config(dataset, tmp_path / "c", augment=False, augment_crop=False), processor).augment
+    assert crop.config.crop_area == 0.9 and jitter.config.crop_area == 1.0 and none is None

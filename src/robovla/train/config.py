@@ -82,6 +82,9 @@ class TrainConfig:
         "help": "train on the first N episodes of each dataset folder only (data-efficiency studies: 10, 50, 150 "
                 "demonstrations of one collection, each set inside the next)"})
     augment: bool = field(default=True, metadata={"help": "random crop + colour jitter (the reference's)"})
+    augment_crop: bool = field(default=True, metadata={
+        "help": "with --augment: the random crop too (90%% of the area); --no-augment-crop keeps the colour jitter "
+                "alone, for a policy that is evaluated on uncropped frames"})
     loader_workers: int = field(default=0, metadata={
         "help": "processes that decode and process the next batches while the model trains (0: in the training "
                 "process; the batches are the same either way). On a GPU the step is often faster than one "
