@@ -35,7 +35,8 @@ def test_env_contract():
     assert env.action_dim == 7 and env.max_episode_steps <= 80
     obs, reward, terminated, truncated, info = env.step(np.zeros(7))
     assert set(obs) == {"image", "wrist_image", "proprio"} and isinstance(terminated, bool)
-    assert list_suites()[0] == "tabletop-train" and len(list_suites()) == 8  # 5 benchmark suites, 2 task groups, diverse
+    # 5 benchmark suites, the visual one per axis (3), 2 task groups, diverse
+    assert list_suites()[0] == "tabletop-train" and len(list_suites()) == 11
     env.close()
 
 
@@ -201,3 +202,9 @@ def test_a_model_can_load_after_the_simulator_rendered():
             "import torch._dynamo\nprint('loaded')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "loaded" in done.stdout, done.stderr[-2000:]
+
+
+def test_visual_axis_suites_split_the_visual_suite_one_axis_each():
+    parts = [SUITES[name].heldout_axes for name in V.VISUAL_AXIS_SUITES]
+    assert all(len(axes) == 1 for axes in parts)
+    assert sorted(a for axes in parts for a in axes) == sorted(SUITES["tabletop-visual"].heldout_axes)

@@ -116,6 +116,10 @@ SUITES: dict[str, Suite] = {
         Suite("tabletop-diverse", "the training values in randomized scenes: any flat table colour, light direction "
               "and level, a jittered camera, 3-4 objects (clear of every held-out value)", randomization=DIVERSE),
         Suite("tabletop-visual", "unseen table textures, lighting and distractor colours", ("table", "lighting", "distractor_color")),
+        # the visual suite one axis at a time: which of its changes a policy breaks on
+        Suite("tabletop-visual-table", "unseen table textures only (checker, speckled)", ("table",)),
+        Suite("tabletop-visual-lighting", "unseen lighting only (dim, warm)", ("lighting",)),
+        Suite("tabletop-visual-distractors", "unseen distractor colours only", ("distractor_color",)),
         Suite("tabletop-motion", "unseen target positions and object orientations", ("target_cell", "object_yaw")),
         Suite("tabletop-physical", "unseen target sizes and shapes", ("target_size", "target_shape")),
         Suite("tabletop-semantic", "unseen target colours (words), phrasings and task/object combinations", ("target_color", "phrasing", "task_combo")),
@@ -132,6 +136,7 @@ SUITES: dict[str, Suite] = {
 # the generalization benchmark: the training suite and one per category of the paper (`--suite all`)
 BENCHMARK_SUITES = ("tabletop-train", "tabletop-visual", "tabletop-motion", "tabletop-physical", "tabletop-semantic")
 TASK_GROUPS = ("lab2-narrow", "lab2-multi")  # the fine-tuning setup's suites
+VISUAL_AXIS_SUITES = ("tabletop-visual-table", "tabletop-visual-lighting", "tabletop-visual-distractors")
 
 
 def list_suites() -> list[str]:
