@@ -108,6 +108,11 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     fits = {arm: json.loads((work / "pointer" / arm / "pointer_fit.json").read_text())
             for arm in ("diverse", "diverse-vl")}
     assert fits["diverse"]["config"]["vl_corpus"] is None and fits["diverse"]["report"]["vl_questions"] == 0
+    # every arm trains on colour-jittered, uncropped frames, and its pointer reads jittered frames too
+    for arm in ("narrow", "diverse", "diverse-vl"):
+        trained = json.loads((work / "train" / arm / "experiment_train_config.json").read_text())
+        assert trained["augment"] is True and trained["augment_crop"] is False, arm
+        assert json.loads((work / "pointer" / arm / "pointer_fit.json").read_text())["config"]["augment"] is True
     assert fits["diverse-vl"]["config"]["vl_corpus"] == str(work / "vl-corpus")
     assert document["arms"]["diverse-vl"]["pointer"]["vl_questions"] == fits["diverse-vl"]["report"]["vl_questions"] > 0
     assert f"and on {fits['diverse-vl']['report']['vl_questions']} corpus questions about one thing" in report

@@ -319,3 +319,24 @@ def test_fit_pointer_refuses_a_layer_the_policy_does_not_have(tmp_path):
     with pytest.raises(RobovlaError, match="layer must name one of the 2"):
         fit_pointer(bad, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_jittered_features_are_seeded_per_frame_and_differ_from_clean_ones():
+    """`fit-pointer --augment`: each frame's colours are jittered before its features are cached, the same way on a
+    rerun; the labels stay those of the clean frame."""
+    from robovla.train.pointer import cache_features
+
+    model = pointer_model()
+    rng = np.random.default_rng(0)
+    frames = [{"image": picture(k), "instruction": "put the red cube on the blue pad", "proprio": STATE,
+               "grounding": rng.uniform(-0.2, 0.2, 4).astype(np.float32), "episode_index": k, "frame_index": 0}
+              for k in range(3)]
+    rows = [(0, k) for k in range(3)]
+
+    def cache(seed):
+        return cache_features(model, [frames], rows, "tabletop_default", 1, 16, batch=2, progress=False,
+                              jitter_seed=seed)
+
+    clean, jittered, again, other = cache(None), cache(0), cache(0), cache(1)
+    assert torch.equal(jittered.patches, again.patches) and torch.equal(jittered.grounding, clean.grounding)
+    assert not torch.equal(jittered.patches, clean.patches) and not torch.equal(jittered.patches, other.patches)

@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vl-holdout-scenes", type=int, default=defaults.vl_holdout_scenes,
                         help="corpus scenes kept out of training to report accuracy on its questions "
                              "(default: %(default)s)")
+    parser.add_argument("--augment", action="store_true",
+                        help="jitter each robot frame's colours (the training's jitter, no crop) before caching its "
+                             "features: for a policy trained with --augment, so that its pointer also reads unseen "
+                             "lights and tables")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
     parser.add_argument("--dtype", default=defaults.dtype, help="weights dtype of the saved checkpoint (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         frame_stride=args.frame_stride, max_frames=args.max_frames, holdout_episodes=args.holdout_episodes,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, layer=args.layer,
         seed=args.seed, dtype=args.dtype, vl_corpus=args.vl_corpus, vl_questions=args.vl_questions,
-        vl_holdout_scenes=args.vl_holdout_scenes,
+        vl_holdout_scenes=args.vl_holdout_scenes, augment=args.augment,
     )
     _, report = fit_pointer(config, progress=not args.quiet)
     within = ", ".join(f"{share:.1%}" for share in report.holdout_within)

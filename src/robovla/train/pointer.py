@@ -107,9 +107,16 @@ def _bar(total: int, desc: str, progress: bool):
 
 @torch.no_grad()
 def cache_features(model, datasets: list, frames: list[tuple[int, int]], unnorm_key: str, layer: int,
-                   max_text: int, batch: int = 32, progress: bool = True) -> FeatureCache:
-    """The frozen policy's hidden states entering `layer` for each frame: patch positions and prompt positions."""
+                   max_text: int, batch: int = 32, progress: bool = True,
+                   jitter_seed: int | None = None) -> FeatureCache:
+    """The frozen policy's hidden states entering `layer` for each frame: patch positions and prompt positions.
+    With `jitter_seed`, each frame's colours are jittered first (row k draws from (jitter_seed, k))."""
     processor = model._require_processor()
+    jitter = None
+    if jitter_seed is not None:
+        from robovla.data.augment import AugmentConfig, TrainAugment
+
+        jitter = TrainAugment(AugmentConfig(crop_area=1.0))
     cache = empty_cache(model, len(frames), max_text)
     labels = []
     bar = _bar(len(frames), "pointer features", progress)
@@ -118,8 +125,10 @@ def cache_features(model, datasets: list, frames: list[tuple[int, int]], unnorm_
         prompts = processor.encode_prompts([it["instruction"] for it in items],
                                            [it["proprio"] for it in items] if processor.uses_proprio else None,
                                            unnorm_key)
-        patch_states, words, kept = prefix_features(model, processor.pixel_values([it["image"] for it in items]),
-                                                    prompts, layer, max_text)
+        images = [it["image"] for it in items]
+        if jitter is not None:
+            images = [jitter(image, np.random.default_rng([jitter_seed, start + k])) for k, image in enumerate(images)]
+        patch_states, words, kept = prefix_features(model, processor.pixel_values(images), prompts, layer, max_text)
         rows = slice(start, start + len(items))
         cache.patches[rows] = patch_states.half()
         cache.text[rows] = words.half()
@@ -277,7 +286,7 @@ def fit_pointer(config: PointerFitConfig, progress: bool = True):
     if not frames:
         raise RobovlaError("the datasets hold no frames")
     cache = cache_features(model, datasets, frames, unnorm_key, layer, settings.max_text, config.feature_batch,
-                           progress)
+                           progress, jitter_seed=config.seed if config.augment else None)
     episodes = np.unique(cache.episode)
     # at most a fifth of the episodes, and never all of them
     count = min(config.holdout_episodes, max(1, len(episodes) // 5), len(episodes) - 1)

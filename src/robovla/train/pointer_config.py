@@ -28,3 +28,6 @@ class PointerFitConfig:
     vl_corpus: str | None = None  # a vision-language corpus (robovla collect-vl): its referring questions join in
     vl_questions: int = 4000  # at most this many of its questions about one thing, drawn at random
     vl_holdout_scenes: int = 100  # corpus scenes kept out of training, for the reported accuracy on its questions
+    # colour jitter (the training's, without its crop) on each robot frame before its features are cached, one
+    # seeded draw per frame: the pointer of a policy trained with jitter must read unseen lights as well as it does
+    augment: bool = False
