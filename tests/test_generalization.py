@@ -122,3 +122,20 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     assert main(argv) == 0  # a rerun resumes: every stage done, nothing redone
     again = json.loads((work / "experiment.json").read_text())
     assert again["stages"] == stages and len(again["machines"]) == 2  # each start notes its machine
+
+
+def test_a_work_folder_made_without_colour_jitter_is_not_resumed_with_it(tmp_path, capsys):
+    """Stages trained before the arms took the jitter must not be mixed with stages trained after it."""
+    from dataclasses import asdict
+
+    from robovla.cli import main
+    from robovla.experiments.generalization import NAME, SCALES
+
+    work = tmp_path / "work"
+    work.mkdir()
+    old = {"settings": {"experiment": NAME, "scale": "quick", **asdict(SCALES["quick"])},
+           "stages": {"train/narrow": {"seconds": 1.0}}}
+    (work / "experiment.json").write_text(json.dumps(old))
+    argv = ["experiment", "generalization", "--quick", "--work", str(work), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2 and "colour_jitter" in capsys.readouterr().err
+    assert json.loads((work / "experiment.json").read_text()) == old  # nothing of the old run lost

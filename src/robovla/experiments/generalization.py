@@ -43,6 +43,9 @@ CONDITIONS = SUITES + REWRITES
 SELECTION = "median"  # the shipped policy's decoding, used by every arm
 COLLECT_SEEDS = {"narrow": 2301, "diverse": 2302, "diverse-sideview": 2303, "vision-language": 2304,
                  "scenes-diverse": 2305, "scenes-narrow": 2306}
+# every arm: the reference's colour jitter without its crop, in training and in its pointer's frames (a work folder
+# made without it refuses to resume under it: the flag is one of the run's settings)
+COLOUR_JITTER = True
 POINTER_INSTRUCTIONS = 3  # each pointer scene under this many instructions (the shipped pointer's recipe)
 
 
@@ -118,8 +121,8 @@ def train_config(arm: GeneralizationArm, demos: dict[str, Path], corpus: Path, o
     return TrainConfig(
         checkpoint=str(starting_point()), datasets=[str(demos[name]) for name in arm.data], mixture=arm.mixture,
         stage="cotrain" if arm.vision_language else "actions",
-        vl_corpus=str(corpus) if arm.vision_language else None, augment=True, augment_crop=False, steps=steps,
-        batch_size=32,
+        vl_corpus=str(corpus) if arm.vision_language else None, augment=COLOUR_JITTER, augment_crop=False,
+        steps=steps, batch_size=32,
         lr=3e-4, schedule="warmup-cosine", warmup_steps=max(1, steps // 10), seed=0, out=str(out),
         save_every=max(1, min(250, steps)), keep_checkpoints=1, log_every=max(1, min(50, steps)), progress=False,
     )
@@ -144,7 +147,7 @@ def fit_arm_pointer(checkpoint: Path, datasets: list[Path], out: Path, scale: Ge
                                      out=str(out), steps=scale.pointer_steps, frame_stride=scale.pointer_stride,
                                      holdout_episodes=50, vl_corpus=str(vl_corpus) if vl_corpus else None,
                                      vl_questions=scale.pointer_vl_questions,
-                                     vl_holdout_scenes=scale.pointer_vl_holdout_scenes, augment=True),
+                                     vl_holdout_scenes=scale.pointer_vl_holdout_scenes, augment=COLOUR_JITTER),
                     progress=False)
     report = json.loads((out / "pointer_fit.json").read_text())["report"]
     return {"checkpoint": str(out), "frames": report["frames"], "holdout_within": report["holdout_within"],
@@ -242,7 +245,8 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
     scale = SCALES[settings.scale]
     work, out = Path(settings.work), Path(settings.out)
     work.mkdir(parents=True, exist_ok=True)
-    log = StageLog(work / "experiment.json", {"experiment": NAME, "scale": settings.scale, **vars(scale)})
+    log = StageLog(work / "experiment.json",
+                   {"experiment": NAME, "scale": settings.scale, **vars(scale), "colour_jitter": COLOUR_JITTER})
     log.note_machine(machine_speed())
     demos = {name: work / "demos" / name for name in ("narrow", "diverse", "diverse-sideview")}
     scenes = {name: work / "pointer-scenes" / name for name in ("narrow", "diverse")}

@@ -60,7 +60,8 @@ class TrainingData:
             sizes[VL_DATASET_NAME] = len(vl)
         weights = mixture_weights(config, sizes)
         sampler = MixtureSampler(sizes, weights, seed=config.seed)
-        augment = TrainAugment(AugmentConfig(crop_area=0.9 if config.augment_crop else 1.0)) if config.augment else None
+        crop = AugmentConfig() if config.augment_crop else AugmentConfig(crop_area=1.0)  # 1: no crop
+        augment = TrainAugment(crop) if config.augment else None
         return cls(datasets, sampler, processor, augment, config.seed, vl)
 
     def samples_drawn(self, sampler_state: dict) -> dict[str, int]:

@@ -29,5 +29,6 @@ class PointerFitConfig:
     vl_questions: int = 4000  # at most this many of its questions about one thing, drawn at random
     vl_holdout_scenes: int = 100  # corpus scenes kept out of training, for the reported accuracy on its questions
     # colour jitter (the training's, without its crop) on each robot frame before its features are cached, one
-    # seeded draw per frame: the pointer of a policy trained with jitter must read unseen lights as well as it does
+    # seeded draw per frame (held-out frames too, so its reported accuracy is on jittered frames): the pointer of a
+    # policy trained with jitter must read unseen lights as well as it does
     augment: bool = False
