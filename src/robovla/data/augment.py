@@ -25,6 +25,9 @@ class AugmentConfig:
     hue: float = 0.05
 
 
+NO_CROP = AugmentConfig(crop_area=1.0)  # the colour jitter alone: for frames a policy will see uncropped
+
+
 def _to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
     array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:

@@ -33,7 +33,7 @@ class TrainingData:
     @classmethod
     def open(cls, config: TrainConfig, processor: VLAProcessor) -> "TrainingData":
         from robovla.data import MixtureSampler, TrainAugment, open_dataset
-        from robovla.data.augment import AugmentConfig
+        from robovla.data.augment import NO_CROP, AugmentConfig
         from robovla.data.steps import FirstEpisodes, PooledSteps
 
         if not config.datasets and config.stage != "vl-pretrain":
@@ -60,8 +60,7 @@ class TrainingData:
             sizes[VL_DATASET_NAME] = len(vl)
         weights = mixture_weights(config, sizes)
         sampler = MixtureSampler(sizes, weights, seed=config.seed)
-        crop = AugmentConfig() if config.augment_crop else AugmentConfig(crop_area=1.0)  # 1: no crop
-        augment = TrainAugment(crop) if config.augment else None
+        augment = TrainAugment(AugmentConfig() if config.augment_crop else NO_CROP) if config.augment else None
         return cls(datasets, sampler, processor, augment, config.seed, vl)
 
     def samples_drawn(self, sampler_state: dict) -> dict[str, int]:

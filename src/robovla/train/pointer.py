@@ -114,9 +114,9 @@ def cache_features(model, datasets: list, frames: list[tuple[int, int]], unnorm_
     processor = model._require_processor()
     jitter = None
     if jitter_seed is not None:
-        from robovla.data.augment import AugmentConfig, TrainAugment
+        from robovla.data.augment import NO_CROP, TrainAugment
 
-        jitter = TrainAugment(AugmentConfig(crop_area=1.0))
+        jitter = TrainAugment(NO_CROP)
     cache = empty_cache(model, len(frames), max_text)
     labels = []
     bar = _bar(len(frames), "pointer features", progress)
