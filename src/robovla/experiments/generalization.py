@@ -80,11 +80,11 @@ class GeneralizationScale(ExperimentScale):
 
 SCALES = {
     # full: 1600 demonstrations per arm's robot data (the diverse arm's: 1200 + 400 on the sideview robot; about 2 min
-    # to collect), 2000 corpus scenes, 1000 fine-tuning steps of batch 32 per arm (about 1.2 s each on 2 cores: under
-    # one pass over the frames, so more demonstrations mean more distinct scenes, not more compute), 50 episodes
-    # per condition
-    "full": GeneralizationScale(demos=1600, steps=1000, episodes=50, timing_calls=0, sideview_demos=400,
-                                vl_scenes=2000, pointer_steps=3000, pointer_scenes=3000, pointer_stride=8,
+    # to collect), 2000 corpus scenes, 750 fine-tuning steps of batch 32 per arm (1.4-2.3 s each on the 2-core
+    # machines we ran on: under one pass over the frames, so more demonstrations mean more distinct scenes, not more
+    # compute; 1000 steps and 3000 pointer steps overran the 2 hours), 2000 pointer steps, 50 episodes per condition
+    "full": GeneralizationScale(demos=1600, steps=750, episodes=50, timing_calls=0, sideview_demos=400,
+                                vl_scenes=2000, pointer_steps=2000, pointer_scenes=3000, pointer_stride=8,
                                 pointer_vl_questions=8000, pointer_vl_holdout_scenes=100),
     # quick: the whole pipeline in minutes, for trying it out and for tests (its numbers mean nothing)
     "quick": GeneralizationScale(demos=3, steps=2, episodes=2, timing_calls=0, sideview_demos=2, vl_scenes=3,
