@@ -271,10 +271,12 @@ def test_fit_pointer_adds_a_corpus_referring_questions(tmp_path, capsys):
     robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
     args = ["fit-pointer", "--checkpoint", str(tmp_path / "policy"), "--datasets", str(data), "--out",
             str(tmp_path / "out"), "--steps", "3", "--holdout-episodes", "1", "--frame-stride", "1", "--width", "16",
-            "--vl-corpus", str(corpus), "--vl-holdout-scenes", "1", "--quiet"]
+            "--vl-corpus", str(corpus), "--vl-holdout-scenes", "1", "--instruction-noise", "0.5", "--quiet"]
     assert main(args) == 0
     assert "corpus questions; held-out ones whose thing is placed within 5 cm" in capsys.readouterr().out
-    report = json.loads((tmp_path / "out" / "pointer_fit.json").read_text())["report"]
+    fit = json.loads((tmp_path / "out" / "pointer_fit.json").read_text())
+    report = fit["report"]
+    assert fit["config"]["instruction_noise"] == 0.5
     assert report["vl_questions"] == referring and 0 <= report["vl_holdout_within"] <= 1
     assert report["frames"] == 6 + referring and report["holdout_frames"] == 2  # robot frames held out as before
     # a corpus written before questions recorded their places: named, and nothing is written
@@ -283,6 +285,8 @@ def test_fit_pointer_adds_a_corpus_referring_questions(tmp_path, capsys):
     args[6] = str(tmp_path / "again")
     assert main(args) == 2 and "records no positions" in capsys.readouterr().err
     assert not (tmp_path / "again").exists()
+    assert main(args[:-2] + ["2", "--quiet"]) == 2  # --instruction-noise 2
+    assert "--instruction-noise is a share of the frames" in capsys.readouterr().err
 
 
 def test_training_from_a_pointer_checkpoint_leaves_the_stale_pointer_out(tmp_path):
@@ -340,3 +344,25 @@ def test_jittered_features_are_seeded_per_frame_and_differ_from_clean_ones():
     clean, jittered, again, other = cache(None), cache(0), cache(0), cache(1)
     assert torch.equal(jittered.patches, again.patches) and torch.equal(jittered.grounding, clean.grounding)
     assert not torch.equal(jittered.patches, clean.patches) and not torch.equal(jittered.patches, other.patches)
+
+
+def test_instruction_noise_changes_the_cached_prompt_states_not_the_labels():
+    """`fit-pointer --instruction-noise`: fillers go into each frame's prompt before its features are cached, the
+    same way on a rerun; the patch states (no jitter) and the labels stay those of the clean frame."""
+    from robovla.data.instruction_noise import InstructionNoise
+    from robovla.train.pointer import cache_features
+
+    model = pointer_model()
+    rng = np.random.default_rng(0)
+    frames = [{"image": picture(k), "instruction": "put the red cube on the blue pad", "proprio": STATE,
+               "grounding": rng.uniform(-0.2, 0.2, 4).astype(np.float32), "episode_index": k, "frame_index": 0}
+              for k in range(3)]
+    rows = [(0, k) for k in range(3)]
+
+    def cache(noise):
+        return cache_features(model, [frames], rows, "tabletop_default", 1, 16, batch=2, progress=False,
+                              noise=noise, noise_seed=0)
+
+    clean, noisy, again = cache(None), cache(InstructionNoise(share=1.0)), cache(InstructionNoise(share=1.0))
+    assert torch.equal(noisy.text, again.text) and torch.equal(noisy.grounding, clean.grounding)
+    assert not torch.equal(noisy.text_mask, clean.text_mask) or not torch.equal(noisy.text, clean.text)

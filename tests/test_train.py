@@ -351,3 +351,22 @@ def test_augment_crop_switch_reaches_the_training_batches(dataset, tmp_path):
     jitter = TrainingData.open(config(dataset, tmp_path / "b", augment_crop=False), processor).augment
     none = TrainingData.open(config(dataset, tmp_path / "c", augment=False, augment_crop=False), processor).augment
     assert crop.config.crop_area == 0.9 and jitter.config.crop_area == 1.0 and none is None
+
+
+def test_instruction_noise_reaches_the_training_prompts_and_leaves_the_images_alone(dataset, tmp_path):
+    """`--instruction-noise`: the batch rows' prompts carry fillers, seeded by (seed, step, position); the images
+    are those of a run without it."""
+    plain = Trainer(config(dataset, tmp_path / "a", augment_crop=False)).data
+    noisy = Trainer(config(dataset, tmp_path / "b", augment_crop=False, instruction_noise=1.0)).data
+    samples = plain.draw(4)
+    a, b = plain.batch(samples, 3, 0), noisy.batch(samples, 3, 0)
+    assert plain.noise is None and noisy.noise.share == 1.0
+    assert torch.equal(a["pixel_values"], b["pixel_values"])
+    def lengths(batch):
+        mask = batch.get("attention_mask")
+        return mask.sum(1) if mask is not None else torch.full((len(batch["input_ids"]),), batch["input_ids"].shape[1])
+
+    assert (lengths(b) > lengths(a)).all()  # every prompt grew
+    assert torch.equal(noisy.batch(samples, 3, 0)["input_ids"], b["input_ids"])
+    with pytest.raises(robovla.RobovlaError, match="instruction_noise"):
+        config(dataset, tmp_path / "c", instruction_noise=1.5)

@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="jitter each robot frame's colours (the training's jitter, no crop) before caching its "
                              "features: for a policy trained with --augment, so that its pointer also reads unseen "
                              "lights and tables")
+    parser.add_argument("--instruction-noise", type=float, default=defaults.instruction_noise,
+                        help="share of robot frames whose instruction gets one or two filler words the model cannot "
+                             "read (as `robovla train --instruction-noise`): for a policy trained with it "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
     parser.add_argument("--dtype", default=defaults.dtype, help="weights dtype of the saved checkpoint (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -55,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                  "vl_holdout_scenes"):
         if getattr(args, name) < (0 if name in ("holdout_episodes", "vl_holdout_scenes") else 1):
             raise RobovlaError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0.0 <= args.instruction_noise <= 1.0:
+        raise RobovlaError(f"--instruction-noise is a share of the frames, in [0, 1]; got {args.instruction_noise}")
     if args.max_frames is not None and args.max_frames < 1:
         raise RobovlaError(f"--max-frames must be positive, got {args.max_frames}")
     config = PointerFitConfig(
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         frame_stride=args.frame_stride, max_frames=args.max_frames, holdout_episodes=args.holdout_episodes,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, layer=args.layer,
         seed=args.seed, dtype=args.dtype, vl_corpus=args.vl_corpus, vl_questions=args.vl_questions,
-        vl_holdout_scenes=args.vl_holdout_scenes, augment=args.augment,
+        vl_holdout_scenes=args.vl_holdout_scenes, augment=args.augment, instruction_noise=args.instruction_noise,
     )
     _, report = fit_pointer(config, progress=not args.quiet)
     within = ", ".join(f"{share:.1%}" for share in report.holdout_within)

@@ -28,6 +28,7 @@ _EXPORTS = {
     "get_mixture": "robovla.data.mixtures",
     "TrainAugment": "robovla.data.augment",
     "center_crop": "robovla.data.augment",
+    "InstructionNoise": "robovla.data.instruction_noise",
     "CollectConfig": "robovla.data.collection",
     "collect": "robovla.data.collection",
 }

@@ -85,6 +85,10 @@ class TrainConfig:
     augment_crop: bool = field(default=True, metadata={
         "help": "with --augment: the random crop too (90%% of the area); --no-augment-crop keeps the colour jitter "
                 "alone, for a policy that is evaluated on uncropped frames"})
+    instruction_noise: float = field(default=0.0, metadata={
+        "help": "share of robot-data instructions given one or two filler words the model cannot read (everyday "
+                "and made-up words; robovla.data.instruction_noise), so that it learns to pass over unknown words; "
+                "no filler is a word of an evaluation rewrite family (0 = off)"})
     loader_workers: int = field(default=0, metadata={
         "help": "processes that decode and process the next batches while the model trains (0: in the training "
                 "process; the batches are the same either way). On a GPU the step is often faster than one "
@@ -132,6 +136,9 @@ class TrainConfig:
                 raise RobovlaError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_episodes is not None and self.max_episodes < 1:
             raise RobovlaError(f"max_episodes must be >= 1, got {self.max_episodes}")
+        if not 0.0 <= self.instruction_noise <= 1.0:
+            raise RobovlaError(f"instruction_noise is a share of the instructions, in [0, 1]; got "
+                               f"{self.instruction_noise}")
         if self.loader_workers < 0:
             raise RobovlaError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if not self.grounding_loss_weight > 0:

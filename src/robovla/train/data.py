@@ -19,6 +19,7 @@ from robovla.data.vl_corpus import VL_DATASET_NAME
 from robovla.train.config import TrainConfig
 
 VL_ROWS = "vision_language_rows"  # a batch's key: which rows are vision-language questions (bool [B])
+NOISE_STREAM = 1_000_003  # the last seed word of a sample's instruction-noise draw (cameras use 1, 2, ...)
 
 
 @dataclass
@@ -29,11 +30,13 @@ class TrainingData:
     augment: Any | None  # robovla.data.TrainAugment
     seed: int
     vl: Any | None = None  # robovla.data.vl_corpus.VLDataset, drawn as VL_DATASET_NAME
+    noise: Any | None = None  # robovla.data.instruction_noise.InstructionNoise, on robot-data instructions
 
     @classmethod
     def open(cls, config: TrainConfig, processor: VLAProcessor) -> "TrainingData":
         from robovla.data import MixtureSampler, TrainAugment, open_dataset
         from robovla.data.augment import NO_CROP, AugmentConfig
+        from robovla.data.instruction_noise import InstructionNoise
         from robovla.data.steps import FirstEpisodes, PooledSteps
 
         if not config.datasets and config.stage != "vl-pretrain":
@@ -61,7 +64,8 @@ class TrainingData:
         weights = mixture_weights(config, sizes)
         sampler = MixtureSampler(sizes, weights, seed=config.seed)
         augment = TrainAugment(AugmentConfig() if config.augment_crop else NO_CROP) if config.augment else None
-        return cls(datasets, sampler, processor, augment, config.seed, vl)
+        noise = InstructionNoise(share=config.instruction_noise) if config.instruction_noise > 0 else None
+        return cls(datasets, sampler, processor, augment, config.seed, vl, noise)
 
     def samples_drawn(self, sampler_state: dict) -> dict[str, int]:
         """How many samples of each dataset a run has drawn, from its sampler's state (what a checkpoint records
@@ -157,8 +161,11 @@ class TrainingData:
                     image = self.augment(image, np.random.default_rng(draw))
                 images[camera] = image
             action = item["action_chunk"] if "action_chunk" in item else item["action"]
+            instruction = item["instruction"]
+            if self.noise is not None:  # its own stream: the images' draws stay those of a run without noise
+                instruction = self.noise(instruction, np.random.default_rng([self.seed, step, position, NOISE_STREAM]))
             examples.append(self.processor.training_example(
-                images, item["instruction"], action, name, item.get("proprio"), item.get("grounding")
+                images, instruction, action, name, item.get("proprio"), item.get("grounding")
             ))
         batch = self.processor.collate(examples)
         if any(vl_rows):  # which rows ask questions (the trainer reports their loss apart from the actions')

@@ -18,10 +18,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from robovla.data.instruction_noise import InstructionNoise
 from robovla.errors import RobovlaError
 from robovla.model.pointer import GroundingPointer, PointerConfig, prefix_parts
 from robovla.train.pointer_config import PointerFitConfig
@@ -108,9 +110,11 @@ def _bar(total: int, desc: str, progress: bool):
 @torch.no_grad()
 def cache_features(model, datasets: list, frames: list[tuple[int, int]], unnorm_key: str, layer: int,
                    max_text: int, batch: int = 32, progress: bool = True,
-                   jitter_seed: int | None = None) -> FeatureCache:
+                   jitter_seed: int | None = None, noise: Any | None = None,
+                   noise_seed: int = 0) -> FeatureCache:
     """The frozen policy's hidden states entering `layer` for each frame: patch positions and prompt positions.
-    With `jitter_seed`, each frame's colours are jittered first (row k draws from (jitter_seed, k))."""
+    With `jitter_seed`, each frame's colours are jittered first (row k draws from (jitter_seed, k)); with `noise`
+    (an InstructionNoise), each frame's instruction gets its fillers (row k draws from (noise_seed, k, 1))."""
     processor = model._require_processor()
     jitter = None
     if jitter_seed is not None:
@@ -122,7 +126,11 @@ def cache_features(model, datasets: list, frames: list[tuple[int, int]], unnorm_
     bar = _bar(len(frames), "pointer features", progress)
     for start in range(0, len(frames), batch):
         items = [datasets[d][i] for d, i in frames[start : start + batch]]
-        prompts = processor.encode_prompts([it["instruction"] for it in items],
+        instructions = [it["instruction"] for it in items]
+        if noise is not None:
+            instructions = [noise(text, np.random.default_rng([noise_seed, start + k, 1]))
+                            for k, text in enumerate(instructions)]
+        prompts = processor.encode_prompts(instructions,
                                            [it["proprio"] for it in items] if processor.uses_proprio else None,
                                            unnorm_key)
         images = [it["image"] for it in items]
@@ -274,6 +282,7 @@ def fit_pointer(config: PointerFitConfig, progress: bool = True):
     pointer = GroundingPointer(settings, model.config.text_config.hidden_size, grid * grid)
     pointer.patch_xy.copy_(torch.as_tensor(embodiment.table_points(grid), dtype=torch.float32))
 
+    noise = InstructionNoise(share=config.instruction_noise) if config.instruction_noise else None
     corpus = None
     if config.vl_corpus is not None:  # checked before the feature pass
         from robovla.data.vl_corpus import VLDataset
@@ -286,7 +295,8 @@ def fit_pointer(config: PointerFitConfig, progress: bool = True):
     if not frames:
         raise RobovlaError("the datasets hold no frames")
     cache = cache_features(model, datasets, frames, unnorm_key, layer, settings.max_text, config.feature_batch,
-                           progress, jitter_seed=config.seed if config.augment else None)
+                           progress, jitter_seed=config.seed if config.augment else None,
+                           noise=noise, noise_seed=config.seed)
     episodes = np.unique(cache.episode)
     # at most a fifth of the episodes, and never all of them
     count = min(config.holdout_episodes, max(1, len(episodes) // 5), len(episodes) - 1)

@@ -32,3 +32,6 @@ class PointerFitConfig:
     # seeded draw per frame (held-out frames too, so its reported accuracy is on jittered frames): the pointer of a
     # policy trained with jitter must read unseen lights as well as it does
     augment: bool = False
+    # share of robot frames whose instruction gets filler words (robovla.data.instruction_noise, one seeded draw per
+    # frame, held-out frames too): the pointer reads the instruction, so it must learn to pass over them as well
+    instruction_noise: float = 0.0
