@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench eval-shipped experiment-recipes experiment-fine-tuning experiment-limited-hardware experiment-metaworld experiment-generalization install-metaworld policy policy-gpu policy-pointer clean
+.PHONY: install demo test test-slow bench eval-shipped experiment-recipes experiment-fine-tuning experiment-limited-hardware experiment-metaworld experiment-generalization policy-generalist install-metaworld policy policy-gpu policy-pointer clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,9 +68,14 @@ experiment-limited-hardware: $(STAMP)
 
 experiment-generalization: $(STAMP)
 	# results/generalization: from the shipped policy, narrow data vs the diverse mixture vs the mixture co-trained with
-	# the vision-language corpus, on the five suites and four instruction rewrite families (about 2 h on 2 cores); rerun
+	# the vision-language corpus, on the five suites and four instruction rewrite families (2-3 h on 2 cores); rerun
 	# to resume
 	$(VENV)/bin/robovla experiment generalization --workers 2
+
+policy-generalist: $(STAMP)
+	# the generalization experiment (resumes), then its generalist into assets/policies/tabletop-generalist when it
+	# beats tabletop-fine on validation seeds
+	$(VENV)/bin/robovla experiment generalization --workers 2 --ship
 
 install-metaworld: $(STAMP)
 	# the metaworld extra (metaworld 3.1.1 + the mujoco 3.3.0 it pins) into an existing venv; `make install` has it

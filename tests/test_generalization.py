@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from robovla.errors import RobovlaError
 from robovla.eval.stats import rate_summary
 from robovla.experiments.generalization import CONDITIONS, chance_of_target, choose
 from robovla.experiments.generalization_report import followed, rewrite_losses, target_check
@@ -139,3 +140,30 @@ def test_a_work_folder_made_without_colour_jitter_is_not_resumed_with_it(tmp_pat
     argv = ["experiment", "generalization", "--quick", "--work", str(work), "--out", str(tmp_path / "out")]
     assert main(argv) == 2 and "colour_jitter" in capsys.readouterr().err
     assert json.loads((work / "experiment.json").read_text()) == old  # nothing of the old run lost
+
+
+def test_the_generalist_ships_only_when_it_beats_the_start_and_replaces_an_earlier_copy_whole(tmp_path, capsys):
+    from robovla.cli import main
+    from robovla.experiments.generalization import ship_generalist
+
+    chosen = tmp_path / "work" / "generalist"
+    chosen.mkdir(parents=True)
+    (chosen / "model.safetensors").write_bytes(b"new weights")
+    (chosen / "training_state").mkdir()
+    target = tmp_path / "assets" / "tabletop-generalist"
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"old weights")
+    (target / "stale.json").write_text("{}")
+    losing = {"generalist": {"arm": "narrow", "checkpoint": str(chosen), "beats_starting_point": False}}
+    assert "nothing shipped" in ship_generalist(losing, target)
+    assert (target / "model.safetensors").read_bytes() == b"old weights"
+    winning = {"generalist": {**losing["generalist"], "beats_starting_point": True}}
+    assert "shipped the narrow arm" in ship_generalist(winning, target)
+    assert sorted(p.name for p in target.iterdir()) == ["model.safetensors"]  # no training state, nothing stale
+    assert (target / "model.safetensors").read_bytes() == b"new weights"
+    gone = {"generalist": {**winning["generalist"], "checkpoint": str(tmp_path / "missing")}}
+    with pytest.raises(RobovlaError, match="rerun the experiment"):
+        ship_generalist(gone, target)
+    assert (target / "model.safetensors").read_bytes() == b"new weights"
+    assert main(["experiment", "recipes", "--quick", "--ship"]) == 2
+    assert "--ship is for the generalization experiment" in capsys.readouterr().err

@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recipes: train each model only up to this step of its schedule now; rerun later with a "
                              "larger value (or none) to continue (the others save each cell as it finishes)")
     parser.add_argument("--workers", type=int, default=1, help="processes stepping the evaluation envs")
+    parser.add_argument("--ship", action="store_true",
+                        help="generalization: copy the generalist into the package's shipped policies "
+                             "(assets/policies/tabletop-generalist) when it beats the starting point on validation "
+                             "seeds")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_at is not None and (args.stop_at < 1 or args.name != "recipes"):
         raise RobovlaError(f"--stop-at is for the recipes experiment, as a step >= 1; got {args.stop_at} for "
                            f"{args.name}")
+    if args.ship and args.name != "generalization":
+        raise RobovlaError(f"--ship is for the generalization experiment; got {args.name}")
     if args.workers < 1:
         raise RobovlaError(f"--workers must be >= 1, got {args.workers}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -67,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         lines = [f"- {name}: " + ", ".join(f"{suite.replace('tabletop-', '')} {rate_text(row)}"
                                            for suite, row in arm["success"].items() if ":" not in suite)
                  for name, arm in document["arms"].items()]
+        if args.ship:
+            lines.append(generalization.ship_generalist(document))
     elif args.name == "metaworld":
         from robovla.eval.stats import rate_text
         from robovla.experiments import metaworld

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robovla.errors import RobovlaError
 from robovla.experiments.common import ExperimentScale, publish
 
 NAME = "generalization"
@@ -212,6 +213,31 @@ def evaluate_arm(log: Any, name: str, checkpoint: Path, work: Path, scale: Gener
 def validation_episodes(scale: GeneralizationScale) -> int:
     """Episodes per suite on validation seeds that choose the generalist (two fifths of the official count)."""
     return max(2, scale.episodes * 2 // 5)
+
+
+GENERALIST_POLICY = "tabletop-generalist"  # the shipped policies' name for the generalist (`--ship`)
+
+
+def ship_generalist(document: dict[str, Any], target: Path | None = None) -> str:
+    """The chosen arm copied into the package's shipped policies (`target`, by default
+    assets/policies/tabletop-generalist) when it beat the starting point on validation seeds; a sentence saying
+    what happened. The copy replaces an earlier one whole, or leaves it as it was."""
+    from robovla.demo import shipped_policy_path
+    from robovla.files import write_folder_atomic
+
+    generalist = document["generalist"]
+    if not generalist["beats_starting_point"]:
+        return (f"the generalist ({generalist['arm']}) does not beat the starting point on validation seeds: "
+                f"nothing shipped")
+    target = target or shipped_policy_path(GENERALIST_POLICY)
+    source = Path(generalist["checkpoint"])
+    if not (source / "model.safetensors").exists():
+        raise RobovlaError(f"the generalist's checkpoint {source} is not there: rerun the experiment to restore it")
+    import shutil
+
+    write_folder_atomic(target, lambda folder: shutil.copytree(
+        source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training_state")))
+    return f"shipped the {generalist['arm']} arm as {target}"
 
 
 def validation_total(result: dict[str, Any]) -> int:
