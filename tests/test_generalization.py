@@ -160,6 +160,7 @@ def test_the_generalist_ships_only_when_it_beats_the_start_and_replaces_an_earli
     winning = {"generalist": {**losing["generalist"], "beats_starting_point": True}}
     assert "shipped the narrow arm" in ship_generalist(winning, target)
     assert sorted(p.name for p in target.iterdir()) == ["model.safetensors"]  # no training state, nothing stale
+    assert target.stat().st_mode & 0o777 == 0o755
     assert (target / "model.safetensors").read_bytes() == b"new weights"
     gone = {"generalist": {**winning["generalist"], "checkpoint": str(tmp_path / "missing")}}
     with pytest.raises(RobovlaError, match="rerun the experiment"):

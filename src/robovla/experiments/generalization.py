@@ -235,8 +235,11 @@ def ship_generalist(document: dict[str, Any], target: Path | None = None) -> str
         raise RobovlaError(f"the generalist's checkpoint {source} is not there: rerun the experiment to restore it")
     import shutil
 
-    write_folder_atomic(target, lambda folder: shutil.copytree(
-        source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training_state")))
+    def fill(folder: Path) -> None:
+        shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training_state"))
+        folder.chmod(0o755)  # readable by everyone, as the package's other files
+
+    write_folder_atomic(target, fill)
     return f"shipped the {generalist['arm']} arm as {target}"
 
 
