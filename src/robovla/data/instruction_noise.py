@@ -78,7 +78,8 @@ def reserved_words() -> frozenset[str]:
     from robovla.processing.text import PROMPT_TEMPLATE, VL_PROMPT_TEMPLATE
     from robovla.sim import rewrites, tasks, variations
 
-    texts = [PROMPT_TEMPLATE, VL_PROMPT_TEMPLATE, "in", "at", "by"] + [t for family in tasks.TEMPLATES.values() for t in family.values()]
+    texts = [PROMPT_TEMPLATE, VL_PROMPT_TEMPLATE, "in", "at", "by"]
+    texts += [t for family in tasks.TEMPLATES.values() for t in family.values()]
     texts += [t for family in tasks.PARAPHRASES.values() for t in family]
     texts += list(rewrites.POLITE + rewrites.PUNCTUATION)
     texts += [f for frames in rewrites.TRAIN_REWRITES.values() for f in frames]

@@ -222,6 +222,8 @@ def ship_generalist(document: dict[str, Any], target: Path | None = None) -> str
     """The chosen arm copied into the package's shipped policies (`target`, by default
     assets/policies/tabletop-generalist) when it beat the starting point on validation seeds; a sentence saying
     what happened. The copy replaces an earlier one whole, or leaves it as it was."""
+    import shutil
+
     from robovla.demo import shipped_policy_path
     from robovla.files import write_folder_atomic
 
@@ -233,7 +235,6 @@ def ship_generalist(document: dict[str, Any], target: Path | None = None) -> str
     source = Path(generalist["checkpoint"])
     if not (source / "model.safetensors").exists():
         raise RobovlaError(f"the generalist's checkpoint {source} is not there: rerun the experiment to restore it")
-    import shutil
 
     def fill(folder: Path) -> None:
         shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training_state"))
