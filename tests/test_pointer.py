@@ -325,17 +325,22 @@ def test_fit_pointer_refuses_a_layer_the_policy_does_not_have(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def labelled_frames(count: int = 3) -> tuple[list[dict], list[tuple[int, int]]]:
+    """`count` first frames of one dataset, each with its grounding label, and the (dataset, step) rows naming them."""
+    rng = np.random.default_rng(0)
+    frames = [{"image": picture(k), "instruction": "put the red cube on the blue pad", "proprio": STATE,
+               "grounding": rng.uniform(-0.2, 0.2, 4).astype(np.float32), "episode_index": k, "frame_index": 0}
+              for k in range(count)]
+    return frames, [(0, k) for k in range(count)]
+
+
 def test_jittered_features_are_seeded_per_frame_and_differ_from_clean_ones():
     """`fit-pointer --augment`: each frame's colours are jittered before its features are cached, the same way on a
     rerun; the labels stay those of the clean frame."""
     from robovla.train.pointer import cache_features
 
     model = pointer_model()
-    rng = np.random.default_rng(0)
-    frames = [{"image": picture(k), "instruction": "put the red cube on the blue pad", "proprio": STATE,
-               "grounding": rng.uniform(-0.2, 0.2, 4).astype(np.float32), "episode_index": k, "frame_index": 0}
-              for k in range(3)]
-    rows = [(0, k) for k in range(3)]
+    frames, rows = labelled_frames()
 
     def cache(seed):
         return cache_features(model, [frames], rows, "tabletop_default", 1, 16, batch=2, progress=False,
@@ -348,16 +353,12 @@ def test_jittered_features_are_seeded_per_frame_and_differ_from_clean_ones():
 
 def test_instruction_noise_changes_the_cached_prompt_states_not_the_labels():
     """`fit-pointer --instruction-noise`: fillers go into each frame's prompt before its features are cached, the
-    same way on a rerun; the patch states (no jitter) and the labels stay those of the clean frame."""
+    same way on a rerun; the labels stay those of the clean frame."""
     from robovla.data.instruction_noise import InstructionNoise
     from robovla.train.pointer import cache_features
 
     model = pointer_model()
-    rng = np.random.default_rng(0)
-    frames = [{"image": picture(k), "instruction": "put the red cube on the blue pad", "proprio": STATE,
-               "grounding": rng.uniform(-0.2, 0.2, 4).astype(np.float32), "episode_index": k, "frame_index": 0}
-              for k in range(3)]
-    rows = [(0, k) for k in range(3)]
+    frames, rows = labelled_frames()
 
     def cache(noise):
         return cache_features(model, [frames], rows, "tabletop_default", 1, 16, batch=2, progress=False,
