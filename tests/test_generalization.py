@@ -9,7 +9,7 @@ import pytest
 
 from robovla.errors import RobovlaError
 from robovla.eval.stats import rate_summary
-from robovla.experiments.generalization import CONDITIONS, chance_of_target, choose
+from robovla.experiments.generalization import CONDITIONS, chance_of_target, choose, starting_point
 from robovla.experiments.generalization_report import followed, rewrite_losses, target_check
 
 
@@ -113,7 +113,9 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     for arm in ("narrow", "diverse", "diverse-vl"):
         trained = json.loads((work / "train" / arm / "experiment_train_config.json").read_text())
         assert trained["augment"] is True and trained["augment_crop"] is False, arm
-        assert json.loads((work / "pointer" / arm / "pointer_fit.json").read_text())["config"]["augment"] is True
+        fit = json.loads((work / "pointer" / arm / "pointer_fit.json").read_text())["config"]
+        assert fit["augment"] is True
+        assert fit["init_pointer"] == str(starting_point())  # each pointer starts from the starting point's
     assert fits["diverse-vl"]["config"]["vl_corpus"] == str(work / "vl-corpus")
     assert document["arms"]["diverse-vl"]["pointer"]["vl_questions"] == fits["diverse-vl"]["report"]["vl_questions"] > 0
     assert f"and on {fits['diverse-vl']['report']['vl_questions']} corpus questions about one thing" in report

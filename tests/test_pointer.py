@@ -289,6 +289,38 @@ def test_fit_pointer_adds_a_corpus_referring_questions(tmp_path, capsys):
     assert "--instruction-noise is a share of the frames" in capsys.readouterr().err
 
 
+def test_fit_pointer_can_start_from_another_checkpoints_pointer(tmp_path, capsys):
+    pytest.importorskip("mujoco")
+    from safetensors.torch import load_file
+
+    data = tmp_path / "demos"
+    assert main(["collect", "--episodes", "3", "--max-frames", "2", "--out", str(data), "--workers", "1",
+                 "--image-size", "32", "--quiet"]) == 0
+    config = robovla.preset("tiny")
+    config.recipe = robovla.Recipe(proprio=True, grounding=True)
+    robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
+    args = ["fit-pointer", "--checkpoint", str(tmp_path / "policy"), "--datasets", str(data), "--out",
+            str(tmp_path / "first"), "--steps", "3", "--holdout-episodes", "1", "--width", "16", "--quiet"]
+    assert main(args) == 0
+    # a second fit at learning rate 0 from the first one's pointer keeps its weights: they were its start
+    assert main(args[:6] + [str(tmp_path / "second")] + args[7:] + ["--lr", "0", "--init-pointer",
+                                                                   str(tmp_path / "first")]) == 0
+    first, second = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("first", "second"))
+    names = [name for name in first if name.startswith("grounding_pointer.")]
+    assert len(names) > 5 and all(torch.equal(first[name], second[name]) for name in names)
+    fresh = tmp_path / "fresh"  # the same at learning rate 0 without it: the seed's random start, not the first's
+    assert main(args[:6] + [str(fresh)] + args[7:] + ["--lr", "0"]) == 0
+    assert not torch.equal(first["grounding_pointer.text_pos"], load_file(str(fresh / "model.safetensors"))[
+        "grounding_pointer.text_pos"])
+    capsys.readouterr()
+    # a checkpoint without a pointer, or one of another width: named before any feature is computed
+    for source, extra, message in ((tmp_path / "policy", [], "has no fitted grounding pointer"),
+                                   (tmp_path / "first", ["--width", "32"], "width 16 there, 32 here")):
+        out = tmp_path / "refused"
+        assert main(args[:6] + [str(out)] + args[7:] + extra + ["--init-pointer", str(source)]) == 2
+        assert message in capsys.readouterr().err and not out.exists()
+
+
 def test_training_from_a_pointer_checkpoint_leaves_the_stale_pointer_out(tmp_path):
     from robovla.train.config import TrainConfig
     from robovla.train.loop import build_base_model

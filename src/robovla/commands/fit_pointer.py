@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of robot frames whose instruction gets one or two filler words the model cannot "
                              "read (as `robovla train --instruction-noise`): for a policy trained with it "
                              "(default: %(default)s)")
+    parser.add_argument("--init-pointer", default=None, metavar="CHECKPOINT",
+                        help="start from this checkpoint's fitted pointer (say, the one --checkpoint was fine-tuned "
+                             "from) instead of random weights; it needs the same layer and width")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
     parser.add_argument("--dtype", default=defaults.dtype, help="weights dtype of the saved checkpoint (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, layer=args.layer,
         seed=args.seed, dtype=args.dtype, vl_corpus=args.vl_corpus, vl_questions=args.vl_questions,
         vl_holdout_scenes=args.vl_holdout_scenes, augment=args.augment, instruction_noise=args.instruction_noise,
+        init_pointer=args.init_pointer,
     )
     _, report = fit_pointer(config, progress=not args.quiet)
     within = ", ".join(f"{share:.1%}" for share in report.holdout_within)

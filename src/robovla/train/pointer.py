@@ -179,6 +179,34 @@ def cache_vl_features(model, corpus, questions: np.ndarray, layer: int, max_text
     return cache
 
 
+def fitted_pointer_state(folder: Path, settings: PointerConfig, pointer: GroundingPointer) -> dict[str, torch.Tensor]:
+    """The pointer weights of the checkpoint in `folder`, checked against the pointer about to be fitted (its
+    layer, roles and width, and every tensor's shape), before any feature is computed."""
+    from robovla.config import POINTER_KEY
+    from robovla.model.checkpoint import iter_safetensors
+
+    config_file = folder / "config.json"
+    if not config_file.exists():
+        raise RobovlaError(f"--init-pointer {folder}: no config.json there (not a checkpoint folder)")
+    saved = json.loads(config_file.read_text()).get(POINTER_KEY)
+    if saved is None:
+        raise RobovlaError(f"--init-pointer {folder}: that checkpoint has no fitted grounding pointer")
+    wanted = settings.to_dict()
+    differing = {key: (saved.get(key), value) for key, value in wanted.items() if saved.get(key) != value}
+    if differing:
+        details = ", ".join(f"{key} {old!r} there, {new!r} here" for key, (old, new) in differing.items())
+        raise RobovlaError(f"--init-pointer {folder}: its pointer has other settings ({details})")
+    prefix = "grounding_pointer."
+    state = {name[len(prefix):]: tensor.float() for name, tensor in iter_safetensors(folder) if name.startswith(prefix)}
+    expected = pointer.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) + [name for name in set(expected) & set(state)
+                                                  if expected[name].shape != state[name].shape]
+    if wrong:
+        raise RobovlaError(f"--init-pointer {folder}: its pointer weights do not fit this policy's pointer "
+                           f"({', '.join(wrong[:5])})")
+    return state
+
+
 def corpus_questions(corpus, config: PointerFitConfig) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, held-out rows) of the corpus's questions about one thing: at most `vl_questions` drawn at
     random, and the questions of `vl_holdout_scenes` scenes held out."""
@@ -280,7 +308,9 @@ def fit_pointer(config: PointerFitConfig, progress: bool = True):
     settings.check_layer(layers)  # before the feature pass, not when the result is loaded
     grid = math.isqrt(model.vision_backbone.num_patches)
     pointer = GroundingPointer(settings, model.config.text_config.hidden_size, grid * grid)
-    pointer.patch_xy.copy_(torch.as_tensor(embodiment.table_points(grid), dtype=torch.float32))
+    if config.init_pointer is not None:
+        pointer.load_state_dict(fitted_pointer_state(Path(config.init_pointer), settings, pointer))
+    pointer.patch_xy.copy_(torch.as_tensor(embodiment.table_points(grid), dtype=torch.float32))  # this camera's
 
     noise = InstructionNoise(share=config.instruction_noise) if config.instruction_noise else None
     corpus = None

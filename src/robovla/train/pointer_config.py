@@ -35,3 +35,6 @@ class PointerFitConfig:
     # share of robot frames whose instruction gets filler words (robovla.data.instruction_noise, one seeded draw per
     # frame, held-out frames too): the pointer reads the instruction, so it must learn to pass over them as well
     instruction_noise: float = 0.0
+    # a checkpoint whose fitted pointer (same layer, width and roles) starts this fit instead of random weights: a
+    # policy fine-tuned from it moved its hidden states only so far, so its old pointer needs fewer steps to catch up
+    init_pointer: str | None = None
