@@ -43,6 +43,10 @@ def test_the_wall_clock_counts_every_stage_once():
               "pointer/narrow": 300.0, "eval/narrow": 200.0, "validate/narrow": 50.0, "generalist": 1.0}
     assert time_spent(stages) == {"collecting": 100.0, "training": 600.0, "fitting pointers": 300.0,
                                   "evaluating": 250.0, "other": 1.0}
+    from robovla.experiments.generalization_report import budget_text
+
+    assert budget_text(sum(stages.values())) == "21 min in all, within the 2-hour budget"
+    assert budget_text(180 * 60) == "180 min in all, over the 2-hour budget by 60 min"
 
 
 def test_the_generalist_is_chosen_on_validation_successes_first_listed_on_a_tie():
@@ -121,6 +125,7 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     assert f"and on {fits['diverse-vl']['report']['vl_questions']} corpus questions about one thing" in report
     assert document["data"]["scenes-diverse"]["instructions_per_scene"] == 3
     assert len(document["machines"]) == 1 and "GFLOP/s (1 start(s))" in report
+    assert f"refits its grounding pointer for {document['pointer_steps']} steps" in report and "2-hour budget" in report
     stages = json.loads((work / "experiment.json").read_text())["stages"]
     assert main(argv) == 0  # a rerun resumes: every stage done, nothing redone
     again = json.loads((work / "experiment.json").read_text())
