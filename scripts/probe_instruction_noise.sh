@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Probe on validation seeds (docs/generalist.md, "What to try next"): the generalization experiment's narrow arm
+# Probe on validation seeds (docs/generalist.md, "Probe: instruction noise"): the generalization experiment's narrow arm
 # (750 steps from tabletop-fine, colour jitter, pointer on jittered frames) trained and fitted with instruction
 # noise. Do filler words it cannot read teach it to pass over the held-out rewrites' unknown words?
 #
@@ -7,6 +7,8 @@
 #   nohup flock .cpu.lock scripts/probe_instruction_noise.sh > runs/probe-noise.log 2>&1 &
 # Re-running resumes the training from its newest checkpoint and skips what is done. Evaluation: 40 episodes per
 # condition from seed 2,000,000 (validation), for the experiment's narrow arm and for the noisy one.
+# docs/generalist.md's figures came from the 180-minute run (batch 32, pointers from random weights), whose work
+# folder was then renamed runs/generalization-180min: point WORK there to compare against that arm.
 set -euo pipefail
 ROBOVLA=${ROBOVLA:-.venv/bin/robovla}
 WORK=${WORK:-runs/generalization}
