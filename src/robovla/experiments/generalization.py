@@ -341,7 +341,8 @@ def run(settings: GeneralizationSettings, command: str | None = None) -> dict[st
     document = {
         "schema": "robovla.experiment.generalization/1", "experiment": NAME, "scale": settings.scale,
         "command": command, "starting_point": str(shown_path(starting_point())), "steps": scale.steps,
-        "batch_size": scale.batch_size, "pointer_steps": scale.pointer_steps, "lr": 3e-4, "episodes": scale.episodes, "selection": SELECTION, "conditions": list(CONDITIONS),
+        "batch_size": scale.batch_size, "pointer_steps": scale.pointer_steps, "lr": 3e-4, "episodes": scale.episodes,
+        "selection": SELECTION, "conditions": list(CONDITIONS),
         "data": {name: {"seed": COLLECT_SEEDS[name], **record} for name, record in data.items()},
         "simulator": simulator_versions(SUITES),
         "semantic_chance": round(chance_of_target(scale.episodes), 4),

@@ -191,8 +191,8 @@ def fitted_pointer_state(folder: Path, settings: PointerConfig, pointer: Groundi
     saved = json.loads(config_file.read_text()).get(POINTER_KEY)
     if saved is None:
         raise RobovlaError(f"--init-pointer {folder}: that checkpoint has no fitted grounding pointer")
-    wanted = settings.to_dict()
-    differing = {key: (saved.get(key), value) for key, value in wanted.items() if saved.get(key) != value}
+    saved = PointerConfig.from_dict(saved).to_dict()  # a key left out there holds its default
+    differing = {key: (saved[key], value) for key, value in settings.to_dict().items() if saved[key] != value}
     if differing:
         details = ", ".join(f"{key} {old!r} there, {new!r} here" for key, (old, new) in differing.items())
         raise RobovlaError(f"--init-pointer {folder}: its pointer has other settings ({details})")
