@@ -126,6 +126,7 @@ def test_quick_generalization_experiment_runs_end_to_end_and_resumes(tmp_path):
     assert document["data"]["scenes-diverse"]["instructions_per_scene"] == 3
     assert len(document["machines"]) == 1 and "GFLOP/s (1 start(s))" in report
     assert f"refits its grounding pointer for {document['pointer_steps']} steps" in report and "2-hour budget" in report
+    assert "Tried against the missed targets" in report  # misses come with what was tried
     stages = json.loads((work / "experiment.json").read_text())["stages"]
     assert main(argv) == 0  # a rerun resumes: every stage done, nothing redone
     again = json.loads((work / "experiment.json").read_text())
