@@ -68,7 +68,7 @@ experiment-limited-hardware: $(STAMP)
 
 experiment-generalization: $(STAMP)
 	# results/generalization: from the shipped policy, narrow data vs the diverse mixture vs the mixture co-trained with
-	# the vision-language corpus, on the five suites and four instruction rewrite families (2-3 h on 2 cores); rerun
+	# the vision-language corpus, on the five suites and four instruction rewrite families (about 2 h on 2 cores); rerun
 	# to resume
 	$(VENV)/bin/robovla experiment generalization --workers 2
 

@@ -231,14 +231,20 @@ def test_a_bad_pointer_layer_is_refused():
         robovla.build_model(config, norm_stats=STATS)
 
 
-def test_fit_pointer_command_writes_a_policy_with_its_pointer(tmp_path, capsys):
-    pytest.importorskip("mujoco")
+def demos_and_policy(tmp_path, episodes: int, max_frames: int) -> tuple:
+    """A small collection (32 px) and a tiny grounding policy without a pointer, saved: what fit-pointer reads."""
     data = tmp_path / "demos"
-    assert main(["collect", "--episodes", "4", "--max-frames", "3", "--out", str(data), "--workers", "1",
-                 "--image-size", "32", "--quiet"]) == 0
+    assert main(["collect", "--episodes", str(episodes), "--max-frames", str(max_frames), "--out", str(data),
+                 "--workers", "1", "--image-size", "32", "--quiet"]) == 0
     config = robovla.preset("tiny")
     config.recipe = robovla.Recipe(proprio=True, grounding=True)
     robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
+    return data, tmp_path / "policy"
+
+
+def test_fit_pointer_command_writes_a_policy_with_its_pointer(tmp_path, capsys):
+    pytest.importorskip("mujoco")
+    data, _ = demos_and_policy(tmp_path, episodes=4, max_frames=3)
     out = tmp_path / "with-pointer"
     args = ["fit-pointer", "--checkpoint", str(tmp_path / "policy"), "--datasets", str(data), "--out", str(out),
             "--steps", "4", "--holdout-episodes", "1", "--frame-stride", "2", "--width", "16", "--quiet"]
@@ -260,15 +266,11 @@ def test_fit_pointer_adds_a_corpus_referring_questions(tmp_path, capsys):
     pytest.importorskip("mujoco")
     import pyarrow.parquet as pq
 
-    data, corpus = tmp_path / "demos", tmp_path / "vl"
-    assert main(["collect", "--episodes", "3", "--max-frames", "2", "--out", str(data), "--workers", "1",
-                 "--image-size", "32", "--quiet"]) == 0
+    data, _ = demos_and_policy(tmp_path, episodes=3, max_frames=2)
+    corpus = tmp_path / "vl"
     assert main(["collect-vl", "--scenes", "4", "--questions-per-scene", "5", "--image-size", "32", "--out",
                  str(corpus), "--quiet"]) == 0
     referring = json.loads((corpus / "card.json").read_text())["referring"]
-    config = robovla.preset("tiny")
-    config.recipe = robovla.Recipe(proprio=True, grounding=True)
-    robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
     args = ["fit-pointer", "--checkpoint", str(tmp_path / "policy"), "--datasets", str(data), "--out",
             str(tmp_path / "out"), "--steps", "3", "--holdout-episodes", "1", "--frame-stride", "1", "--width", "16",
             "--vl-corpus", str(corpus), "--vl-holdout-scenes", "1", "--instruction-noise", "0.5", "--quiet"]
@@ -293,12 +295,7 @@ def test_fit_pointer_can_start_from_another_checkpoints_pointer(tmp_path, capsys
     pytest.importorskip("mujoco")
     from safetensors.torch import load_file
 
-    data = tmp_path / "demos"
-    assert main(["collect", "--episodes", "3", "--max-frames", "2", "--out", str(data), "--workers", "1",
-                 "--image-size", "32", "--quiet"]) == 0
-    config = robovla.preset("tiny")
-    config.recipe = robovla.Recipe(proprio=True, grounding=True)
-    robovla.save_pretrained(robovla.build_model(config, norm_stats=STATS, seed=1), tmp_path / "policy")
+    data, _ = demos_and_policy(tmp_path, episodes=3, max_frames=2)
     args = ["fit-pointer", "--checkpoint", str(tmp_path / "policy"), "--datasets", str(data), "--out",
             str(tmp_path / "first"), "--steps", "3", "--holdout-episodes", "1", "--width", "16", "--quiet"]
     assert main(args) == 0

@@ -154,7 +154,8 @@ def write_generalization_report(out: Path, document: dict[str, Any]) -> Path:
         f"(`{document['starting_point']}`, trained on narrow `tabletop-train` data) and fine-tunes for "
         f"{document['steps']} steps of batch {document['batch_size']} (lr {document['lr']:g}, warm-up + cosine); "
         f"the arms differ only in their data. {pointer_text(document)}Each runs {document['episodes']} episodes "
-        f"per condition on the official seeds (the same scenes for every arm), decoding with `{document['selection']}` selection.",
+        f"per condition on the official seeds (the same scenes for every arm), decoding with "
+        f"`{document['selection']}` selection.",
         "",
         "| arm | what it trains on | mixture weights | training; its grounding pointer |",
         "|---|---|---|---|",

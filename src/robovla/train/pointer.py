@@ -182,13 +182,13 @@ def cache_vl_features(model, corpus, questions: np.ndarray, layer: int, max_text
 def fitted_pointer_state(folder: Path, settings: PointerConfig, pointer: GroundingPointer) -> dict[str, torch.Tensor]:
     """The pointer weights of the checkpoint in `folder`, checked against the pointer about to be fitted (its
     layer, roles and width, and every tensor's shape), before any feature is computed."""
-    from robovla.config import POINTER_KEY
+    from robovla.config import POINTER_KEY, VLAConfig
     from robovla.model.checkpoint import iter_safetensors
 
     config_file = folder / "config.json"
     if not config_file.exists():
         raise RobovlaError(f"--init-pointer {folder}: no config.json there (not a checkpoint folder)")
-    saved = json.loads(config_file.read_text()).get(POINTER_KEY)
+    saved = VLAConfig.from_json_file(config_file).extra.get(POINTER_KEY)
     if saved is None:
         raise RobovlaError(f"--init-pointer {folder}: that checkpoint has no fitted grounding pointer")
     saved = PointerConfig.from_dict(saved).to_dict()  # a key left out there holds its default
